@@ -1,0 +1,864 @@
+//! One engine: one link (one NIC queue), one smoltcp `Interface`, its own flow table,
+//! timers and application instance. Nothing here is shared with other engines.
+//!
+//! smoltcp scans its whole `SocketSet` for every segment, every egress and every
+//! `poll_at`. The engine therefore gives each TCP flow a one-socket set of its own and
+//! demultiplexes by 4-tuple in its own hash table: a call into smoltcp only ever sees
+//! the flow at hand (or the small shared set of UDP sockets). See ../shared/DESIGN.md.
+
+use crate::app::{App, CloseReason, Conn, ConnId, Datagram};
+use crate::device::{OneFrame, TxDrops, TxOnly};
+use crate::link::{Link, TxSink};
+use crate::stats::Stats;
+use crate::timer::TimerWheel;
+use crate::wire::{classify, Class, FourTuple};
+use rustc_hash::FxHashMap;
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::{tcp, udp};
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address, Ipv6Address};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Engine settings. Sizes are per flow unless noted.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub mac: [u8; 6],
+    pub ipv4: Option<(Ipv4Address, u8)>,
+    pub ipv6: Option<(Ipv6Address, u8)>,
+    pub gateway4: Option<Ipv4Address>,
+    pub gateway6: Option<Ipv6Address>,
+    pub tcp_rx_buf: usize,
+    pub tcp_tx_buf: usize,
+    /// Flows (any state) the engine holds at most; SYNs beyond are dropped and counted.
+    pub max_flows: usize,
+    /// Seed for ISNs and ephemeral choices; give every engine its own.
+    pub seed: u64,
+    pub rx_batch: usize,
+    /// Segments one flow may emit per loop iteration before others get their turn.
+    pub egress_quota: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            mac: [0x02, 0, 0, 0, 0, 1],
+            ipv4: None,
+            ipv6: None,
+            gateway4: None,
+            gateway6: None,
+            tcp_rx_buf: 64 * 1024,
+            tcp_tx_buf: 64 * 1024,
+            max_flows: 100_000,
+            seed: 0x5eed,
+            rx_batch: 64,
+            egress_quota: 64,
+        }
+    }
+}
+
+/// How the loop behaves when there is no work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idle {
+    /// Busy-poll forever: lowest latency, one full core.
+    Spin,
+    /// Spin while traffic flows, then block in the link's `wait` until a frame or the
+    /// next timer.
+    Adaptive,
+}
+
+/// Errors of the listener/binding API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindError {
+    PortInUse(u16),
+    /// Backlog must be at least 1.
+    BadBacklog,
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BindError::PortInUse(p) => write!(f, "port {p} is already bound on this engine"),
+            BindError::BadBacklog => write!(f, "backlog must be at least 1"),
+        }
+    }
+}
+impl std::error::Error for BindError {}
+
+/// Errors of [`Engine::connect`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectError {
+    /// The engine has no address of the remote's family.
+    NoSourceAddress,
+    /// Every ephemeral port towards this remote is in use (TIME-WAIT included).
+    PortsExhausted,
+    FlowTableFull,
+    /// smoltcp refused the endpoint (unspecified address or port 0).
+    Unaddressable,
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::NoSourceAddress => write!(f, "no local address of the remote's family"),
+            ConnectError::PortsExhausted => {
+                write!(f, "all ephemeral ports towards this remote are in use")
+            }
+            ConnectError::FlowTableFull => write!(f, "flow table full (raise max_flows)"),
+            ConnectError::Unaddressable => write!(f, "remote endpoint is not addressable"),
+        }
+    }
+}
+impl std::error::Error for ConnectError {}
+
+/// Ephemeral port range (RFC 6335 dynamic ports).
+const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
+
+struct Listener {
+    backlog: usize,
+    half_open: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Passive open in progress; counts against the listener's backlog.
+    HalfOpen,
+    /// Active open in progress (SYN-SENT).
+    Connecting,
+    /// Handed to the app.
+    Open,
+    /// The app was told it closed; the socket may linger in TIME-WAIT.
+    Done,
+}
+
+struct Flow {
+    key: FourTuple,
+    set: SocketSet<'static>,
+    handle: SocketHandle,
+    phase: Phase,
+    dirty: bool,
+    want_writable: bool,
+    aborted: bool,
+    rst_seen: bool,
+    fin_told: bool,
+    timer_seq: u32,
+}
+
+struct Slot {
+    gen: u32,
+    flow: Option<Flow>,
+}
+
+struct Core<A: App> {
+    cfg: EngineConfig,
+    iface: Interface,
+    misc: SocketSet<'static>,
+    udp: Vec<SocketHandle>,
+    misc_dirty: bool,
+    misc_deadline: Option<Instant>,
+    listeners: FxHashMap<u16, Listener>,
+    table: FxHashMap<FourTuple, u32>,
+    slots: Vec<Slot>,
+    free_slots: Vec<u32>,
+    /// Recycled one-socket sets (socket Closed, buffers kept): no allocation per connection.
+    pool: Vec<(SocketSet<'static>, SocketHandle)>,
+    timers: TimerWheel,
+    timer_seq: u32,
+    next_port: u16,
+    dirty: Vec<(u32, u32)>,
+    scratch: Vec<u8>,
+    drops: TxDrops,
+    max_frame: usize,
+    stats: Stats,
+    app: A,
+}
+
+/// A per-core engine over link `L` running application `A`.
+pub struct Engine<L: Link, A: App> {
+    link: L,
+    core: Core<A>,
+}
+
+fn ms(t: Instant) -> u64 {
+    t.total_millis().max(0) as u64
+}
+
+impl<L: Link, A: App> Engine<L, A> {
+    pub fn new(mut link: L, cfg: EngineConfig, app: A, now: Instant) -> Engine<L, A> {
+        let max_frame = link.caps().max_frame;
+        let mut drops = TxDrops::default();
+        let mut icfg = Config::new(EthernetAddress(cfg.mac).into());
+        icfg.random_seed = cfg.seed;
+        let mut iface = {
+            let mut sink = link.sink();
+            let mut dev = TxOnly {
+                sink: &mut sink,
+                drops: &mut drops,
+                max_frame,
+            };
+            Interface::new(icfg, &mut dev, now)
+        };
+        iface.update_ip_addrs(|addrs| {
+            if let Some((a, p)) = cfg.ipv4 {
+                let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(a), p));
+            }
+            if let Some((a, p)) = cfg.ipv6 {
+                let _ = addrs.push(IpCidr::new(IpAddress::Ipv6(a), p));
+            }
+        });
+        if let Some(gw) = cfg.gateway4 {
+            let _ = iface.routes_mut().add_default_ipv4_route(gw);
+        }
+        if let Some(gw) = cfg.gateway6 {
+            let _ = iface.routes_mut().add_default_ipv6_route(gw);
+        }
+        let core = Core {
+            iface,
+            misc: SocketSet::new(Vec::new()),
+            udp: Vec::new(),
+            misc_dirty: false,
+            misc_deadline: None,
+            listeners: FxHashMap::default(),
+            table: FxHashMap::default(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            pool: Vec::new(),
+            timers: TimerWheel::new(ms(now)),
+            timer_seq: 0,
+            next_port: *EPHEMERAL.start() + (cfg.seed % 16384) as u16,
+            dirty: Vec::new(),
+            scratch: vec![0; cfg.tcp_rx_buf.max(2048)],
+            drops,
+            max_frame,
+            stats: Stats::default(),
+            app,
+            cfg,
+        };
+        Engine { link, core }
+    }
+
+    /// Accept TCP connections on `port` (any of the engine's addresses), with at most
+    /// `backlog` connections in the handshake at once.
+    pub fn listen(&mut self, port: u16, backlog: usize) -> Result<(), BindError> {
+        if backlog == 0 {
+            return Err(BindError::BadBacklog);
+        }
+        if self.core.listeners.contains_key(&port) {
+            return Err(BindError::PortInUse(port));
+        }
+        self.core.listeners.insert(
+            port,
+            Listener {
+                backlog,
+                half_open: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// Receive UDP datagrams on `port`; they reach `App::on_datagram`.
+    pub fn udp_bind(&mut self, port: u16) -> Result<(), BindError> {
+        let c = &mut self.core;
+        let meta = 256;
+        let mut s = udp::Socket::new(
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; meta], vec![0; 256 * 1024]),
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; meta], vec![0; 256 * 1024]),
+        );
+        s.bind(port).map_err(|_| BindError::PortInUse(port))?;
+        let h = c.misc.add(s);
+        c.udp.push(h);
+        Ok(())
+    }
+
+    /// Open a connection to `remote` from an ephemeral port. The app hears
+    /// `on_connected` when the handshake completes, or `on_closed` if it fails.
+    pub fn connect(&mut self, remote: IpEndpoint, now: Instant) -> Result<ConnId, ConnectError> {
+        let c = &mut self.core;
+        let local_addr = c
+            .iface
+            .ip_addrs()
+            .iter()
+            .map(|a| a.address())
+            .find(|a| std::mem::discriminant(a) == std::mem::discriminant(&remote.addr))
+            .ok_or(ConnectError::NoSourceAddress)?;
+        if c.table.len() >= c.cfg.max_flows {
+            return Err(ConnectError::FlowTableFull);
+        }
+        let port = c.ephemeral_port(local_addr, remote)?;
+        let key = FourTuple {
+            local: IpEndpoint::new(local_addr, port),
+            remote,
+        };
+        let (mut set, handle) = c.take_socket();
+        let sock = set.get_mut::<tcp::Socket>(handle);
+        if sock.connect(c.iface.context(), remote, key.local).is_err() {
+            c.pool.push((set, handle));
+            return Err(ConnectError::Unaddressable);
+        }
+        let idx = c.insert_flow(key, set, handle, Phase::Connecting);
+        let gen = c.slots[idx as usize].gen;
+        c.mark_dirty(idx, gen);
+        c.stats.connects += 1;
+        let _ = now;
+        Ok(ConnId { idx, gen })
+    }
+
+    pub fn app(&self) -> &A {
+        &self.core.app
+    }
+    pub fn app_mut(&mut self) -> &mut A {
+        &mut self.core.app
+    }
+    pub fn link(&self) -> &L {
+        &self.link
+    }
+    pub fn stats(&self) -> &Stats {
+        &self.core.stats
+    }
+    /// Flows in the table (any state).
+    pub fn flow_count(&self) -> usize {
+        self.core.table.len()
+    }
+
+    /// Every counter of the engine and its link, by name.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        let mut v = self.core.stats.counters();
+        v.push(("tx_no_buffer", self.core.drops.no_buffer));
+        v.push(("flows_active", self.core.table.len() as u64));
+        v.extend(self.link.counters());
+        v
+    }
+
+    /// One loop iteration at time `now`: a receive batch, app callbacks, egress of flows
+    /// with work, due timers, one transmit flush. Returns whether anything happened.
+    pub fn poll(&mut self, now: Instant) -> bool {
+        let core = &mut self.core;
+        core.stats.loops += 1;
+        let batch = core.cfg.rx_batch;
+        let n = self
+            .link
+            .receive(batch, |frame, sink| core.handle_frame(now, frame, sink));
+        let mut work = n > 0;
+        let mut sink = self.link.sink();
+        work |= core.run_timers(now);
+        work |= core.service_dirty(now, &mut sink);
+        work |= core.service_misc(now, &mut sink);
+        drop(sink);
+        self.link.flush();
+        if work {
+            core.stats.busy_loops += 1;
+        }
+        work
+    }
+
+    /// Run until `stop` is set. The clock is read here, once per iteration.
+    pub fn run(&mut self, stop: &AtomicBool, idle: Idle) {
+        let clock = std::time::Instant::now();
+        let now = || Instant::from_micros(clock.elapsed().as_micros() as i64);
+        let mut idle_iters = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            let t = now();
+            if self.poll(t) {
+                idle_iters = 0;
+                continue;
+            }
+            idle_iters += 1;
+            if idle == Idle::Adaptive && idle_iters > 256 {
+                // Sleep until a frame arrives or the next timer, at most 10 ms so `stop`
+                // is noticed promptly.
+                let next = self.next_deadline(t);
+                let cap = std::time::Duration::from_millis(10);
+                let wait = next.map_or(cap, |d| {
+                    std::time::Duration::from_micros(
+                        (d - t).total_micros().min(cap.as_micros() as u64),
+                    )
+                });
+                if !wait.is_zero() {
+                    self.core.stats.idle_sleeps += 1;
+                    self.link.wait(Some(wait));
+                }
+            }
+        }
+    }
+
+    /// Earliest time any timer may be due.
+    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let c = &self.core;
+        if !c.dirty.is_empty() || c.misc_dirty {
+            return Some(now);
+        }
+        let w = c.timers.next_hint().map(|m| Instant::from_millis(m as i64));
+        match (w, c.misc_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .map(|d| d.max(now))
+    }
+}
+
+impl<A: App> Core<A> {
+    fn handle_frame<S: TxSink + ?Sized>(&mut self, now: Instant, frame: &[u8], sink: &mut S) {
+        self.stats.rx_frames += 1;
+        self.stats.rx_bytes += frame.len() as u64;
+        match classify(frame) {
+            Class::Malformed(why) => self.stats.count_malformed(why),
+            Class::Other => {
+                self.ingress_misc(now, frame, sink);
+            }
+            Class::Tcp { key, syn, ack, rst } => {
+                if let Some(&idx) = self.table.get(&key) {
+                    let flow = self.slots[idx as usize]
+                        .flow
+                        .as_mut()
+                        .expect("table/slab agree");
+                    if rst {
+                        flow.rst_seen = true;
+                    }
+                    let mut dev = OneFrame {
+                        frame: Some(frame),
+                        sink,
+                        drops: &mut self.drops,
+                        max_frame: self.max_frame,
+                    };
+                    self.iface.poll_ingress_single(now, &mut dev, &mut flow.set);
+                    self.stats.tcp_segments_in += 1;
+                    let gen = self.slots[idx as usize].gen;
+                    self.mark_dirty(idx, gen);
+                } else if syn && !ack && !rst && self.listeners.contains_key(&key.local.port) {
+                    self.passive_open(now, key, frame, sink);
+                } else {
+                    // Stray segment: smoltcp answers from the shared set (RST for a SYN to
+                    // a closed port or a stray ACK, nothing to a RST). No state allocated.
+                    self.stats.tcp_no_flow += 1;
+                    self.ingress_misc(now, frame, sink);
+                }
+            }
+        }
+    }
+
+    fn ingress_misc<S: TxSink + ?Sized>(&mut self, now: Instant, frame: &[u8], sink: &mut S) {
+        let mut dev = OneFrame {
+            frame: Some(frame),
+            sink,
+            drops: &mut self.drops,
+            max_frame: self.max_frame,
+        };
+        self.iface
+            .poll_ingress_single(now, &mut dev, &mut self.misc);
+        self.misc_dirty = true;
+    }
+
+    fn passive_open<S: TxSink + ?Sized>(
+        &mut self,
+        now: Instant,
+        key: FourTuple,
+        frame: &[u8],
+        sink: &mut S,
+    ) {
+        if !self.iface.has_ip_addr(key.local.addr) {
+            self.stats.drop_not_our_addr += 1;
+            return;
+        }
+        if self.table.len() >= self.cfg.max_flows {
+            self.stats.drop_syn_flow_table_full += 1;
+            return;
+        }
+        let l = self.listeners.get_mut(&key.local.port).expect("checked");
+        if l.half_open >= l.backlog {
+            self.stats.drop_syn_backlog_full += 1;
+            return;
+        }
+        l.half_open += 1;
+        let (mut set, handle) = self.take_socket();
+        if set
+            .get_mut::<tcp::Socket>(handle)
+            .listen(key.local)
+            .is_err()
+        {
+            // A pooled socket is always Closed; treat anything else as a bug we survive.
+            self.stats.internal_errors += 1;
+            self.listeners
+                .get_mut(&key.local.port)
+                .expect("checked")
+                .half_open -= 1;
+            return;
+        }
+        let idx = self.insert_flow(key, set, handle, Phase::HalfOpen);
+        let flow = self.slots[idx as usize]
+            .flow
+            .as_mut()
+            .expect("just inserted");
+        let mut dev = OneFrame {
+            frame: Some(frame),
+            sink,
+            drops: &mut self.drops,
+            max_frame: self.max_frame,
+        };
+        self.iface.poll_ingress_single(now, &mut dev, &mut flow.set);
+        self.stats.tcp_segments_in += 1;
+        self.stats.syn_accepted += 1;
+        let gen = self.slots[idx as usize].gen;
+        self.mark_dirty(idx, gen);
+    }
+
+    /// A Closed one-socket set from the pool, or a new one.
+    fn take_socket(&mut self) -> (SocketSet<'static>, SocketHandle) {
+        let (mut set, handle) = self.pool.pop().unwrap_or_else(|| {
+            let s = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; self.cfg.tcp_rx_buf]),
+                tcp::SocketBuffer::new(vec![0; self.cfg.tcp_tx_buf]),
+            );
+            let mut set = SocketSet::new(Vec::with_capacity(1));
+            let h = set.add(s);
+            (set, h)
+        });
+        set.get_mut::<tcp::Socket>(handle).set_nagle_enabled(false);
+        (set, handle)
+    }
+
+    fn insert_flow(
+        &mut self,
+        key: FourTuple,
+        set: SocketSet<'static>,
+        handle: SocketHandle,
+        phase: Phase,
+    ) -> u32 {
+        let idx = match self.free_slots.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot { gen: 0, flow: None });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.slots[idx as usize].flow = Some(Flow {
+            key,
+            set,
+            handle,
+            phase,
+            dirty: false,
+            want_writable: false,
+            aborted: false,
+            rst_seen: false,
+            fin_told: false,
+            timer_seq: 0,
+        });
+        self.table.insert(key, idx);
+        idx
+    }
+
+    /// Next ephemeral port whose 4-tuple towards `remote` is free (TIME-WAIT flows are
+    /// still in the table, so they are skipped too).
+    fn ephemeral_port(
+        &mut self,
+        local: IpAddress,
+        remote: IpEndpoint,
+    ) -> Result<u16, ConnectError> {
+        let span = (*EPHEMERAL.end() - *EPHEMERAL.start()) as u32 + 1;
+        for _ in 0..span {
+            let p = self.next_port;
+            self.next_port = if p == *EPHEMERAL.end() {
+                *EPHEMERAL.start()
+            } else {
+                p + 1
+            };
+            let key = FourTuple {
+                local: IpEndpoint::new(local, p),
+                remote,
+            };
+            if !self.table.contains_key(&key) && !self.listeners.contains_key(&p) {
+                return Ok(p);
+            }
+        }
+        Err(ConnectError::PortsExhausted)
+    }
+
+    fn mark_dirty(&mut self, idx: u32, gen: u32) {
+        if let Some(f) = self.slots[idx as usize].flow.as_mut() {
+            if !f.dirty {
+                f.dirty = true;
+                self.dirty.push((idx, gen));
+            }
+        }
+    }
+
+    fn run_timers(&mut self, now: Instant) -> bool {
+        let mut fired = Vec::new();
+        let slots = &self.slots;
+        self.timers.expire(ms(now), |idx, seq| {
+            if let Some(Slot { gen, flow: Some(f) }) = slots.get(idx as usize) {
+                if f.timer_seq == seq {
+                    fired.push((idx, *gen));
+                }
+            }
+        });
+        let any = !fired.is_empty();
+        self.stats.timers_fired += fired.len() as u64;
+        for (idx, gen) in fired {
+            self.mark_dirty(idx, gen);
+        }
+        if let Some(d) = self.misc_deadline {
+            if d <= now {
+                self.misc_deadline = None;
+                self.misc_dirty = true;
+            }
+        }
+        any
+    }
+
+    fn service_dirty<S: TxSink + ?Sized>(&mut self, now: Instant, sink: &mut S) -> bool {
+        if self.dirty.is_empty() {
+            return false;
+        }
+        let mut list = std::mem::take(&mut self.dirty);
+        for &(idx, gen) in &list {
+            let slot = &mut self.slots[idx as usize];
+            if slot.gen != gen {
+                continue;
+            }
+            if let Some(f) = slot.flow.as_mut() {
+                f.dirty = false;
+                self.service_flow(now, idx, sink);
+            }
+        }
+        list.clear();
+        if self.dirty.is_empty() {
+            self.dirty = list; // keep the allocation
+        }
+        true
+    }
+
+    /// App callbacks, egress and timer re-arm for one flow.
+    fn service_flow<S: TxSink + ?Sized>(&mut self, now: Instant, idx: u32, sink: &mut S) {
+        let gen = self.slots[idx as usize].gen;
+        let id = ConnId { idx, gen };
+        let f = self.slots[idx as usize]
+            .flow
+            .as_mut()
+            .expect("caller checked");
+        let sock = f.set.get_mut::<tcp::Socket>(f.handle);
+        use tcp::State::*;
+
+        if f.phase == Phase::HalfOpen {
+            match sock.state() {
+                SynReceived => {}
+                Listen | Closed => {
+                    // RST in SYN-RECEIVED (RFC 9293 3.10.7.4) sends smoltcp back to Listen;
+                    // a segment it did not accept leaves it there: the flow is gone.
+                    if let Some(l) = self.listeners.get_mut(&f.key.local.port) {
+                        l.half_open -= 1;
+                    }
+                    self.stats.handshakes_failed += 1;
+                    self.remove_flow(idx);
+                    return;
+                }
+                _ => {
+                    if let Some(l) = self.listeners.get_mut(&f.key.local.port) {
+                        l.half_open -= 1;
+                    }
+                    f.phase = Phase::Open;
+                    self.stats.accepted += 1;
+                    let mut c = Conn {
+                        id,
+                        sock,
+                        want_writable: &mut f.want_writable,
+                        aborted: &mut f.aborted,
+                    };
+                    if !self.app.on_accept(&mut c) {
+                        c.abort();
+                        self.stats.refused_by_app += 1;
+                    }
+                }
+            }
+        }
+
+        if f.phase == Phase::Connecting {
+            let sock = f.set.get_mut::<tcp::Socket>(f.handle);
+            match sock.state() {
+                SynSent | SynReceived => {}
+                Closed => {} // handshake failed: reported below as closed
+                _ => {
+                    f.phase = Phase::Open;
+                    let mut c = Conn {
+                        id,
+                        sock,
+                        want_writable: &mut f.want_writable,
+                        aborted: &mut f.aborted,
+                    };
+                    self.app.on_connected(&mut c);
+                }
+            }
+        }
+
+        let sock = f.set.get_mut::<tcp::Socket>(f.handle);
+        if f.phase == Phase::Open && !f.aborted {
+            // Offer buffered bytes until the app stops consuming.
+            while sock.can_recv() {
+                let n = sock.peek_slice(&mut self.scratch).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                let mut c = Conn {
+                    id,
+                    sock,
+                    want_writable: &mut f.want_writable,
+                    aborted: &mut f.aborted,
+                };
+                let used = self.app.on_data(&mut c, &self.scratch[..n]).min(n);
+                let sock = c.sock;
+                if used > 0 {
+                    let _ = sock.recv(|_| (used, ()));
+                    self.stats.app_bytes_in += used as u64;
+                }
+                if used < n || f.aborted {
+                    break;
+                }
+            }
+            let sock = f.set.get_mut::<tcp::Socket>(f.handle);
+            if f.want_writable && !f.aborted && sock.can_send() {
+                f.want_writable = false;
+                let mut c = Conn {
+                    id,
+                    sock,
+                    want_writable: &mut f.want_writable,
+                    aborted: &mut f.aborted,
+                };
+                self.app.on_writable(&mut c);
+            }
+            let sock = f.set.get_mut::<tcp::Socket>(f.handle);
+            if !f.fin_told
+                && !f.aborted
+                && !sock.may_recv()
+                && sock.recv_queue() == 0
+                && matches!(sock.state(), CloseWait | LastAck | Closing | TimeWait)
+            {
+                f.fin_told = true;
+                let mut c = Conn {
+                    id,
+                    sock,
+                    want_writable: &mut f.want_writable,
+                    aborted: &mut f.aborted,
+                };
+                self.app.on_peer_fin(&mut c);
+            }
+        }
+
+        // Egress for this flow only, bounded so one bulk flow cannot starve the rest.
+        let mut quota = self.cfg.egress_quota;
+        loop {
+            let mut dev = TxOnly {
+                sink: &mut *sink,
+                drops: &mut self.drops,
+                max_frame: self.max_frame,
+            };
+            let r = self.iface.poll_egress(now, &mut dev, &mut f.set);
+            if r == smoltcp::iface::PollResult::None {
+                break;
+            }
+            quota -= 1;
+            if quota == 0 {
+                break;
+            }
+        }
+
+        let state = f.set.get::<tcp::Socket>(f.handle).state();
+        let live = matches!(f.phase, Phase::Open | Phase::Connecting);
+        if live && matches!(state, Closed | TimeWait) {
+            f.phase = Phase::Done;
+            let reason = if f.aborted {
+                CloseReason::Aborted
+            } else if state == TimeWait {
+                CloseReason::Normal
+            } else if f.rst_seen {
+                CloseReason::Reset
+            } else if f.fin_told {
+                CloseReason::Normal
+            } else {
+                CloseReason::TimedOut
+            };
+            self.stats.count_close(reason);
+            self.app.on_closed(id, reason);
+        }
+        if state == Closed {
+            self.remove_flow(idx);
+            return;
+        }
+
+        // Re-arm: smoltcp says when this flow next needs egress without input.
+        match self.iface.poll_at(now, &f.set) {
+            None => {}
+            Some(t) if t <= now || quota == 0 => {
+                f.dirty = true;
+                self.dirty.push((idx, gen));
+            }
+            Some(t) => {
+                self.timer_seq = self.timer_seq.wrapping_add(1);
+                f.timer_seq = self.timer_seq;
+                self.timers.arm(ms(t), idx, self.timer_seq);
+            }
+        }
+    }
+
+    fn remove_flow(&mut self, idx: u32) {
+        let slot = &mut self.slots[idx as usize];
+        let Some(mut f) = slot.flow.take() else {
+            return;
+        };
+        slot.gen = slot.gen.wrapping_add(1);
+        self.table.remove(&f.key);
+        self.free_slots.push(idx);
+        self.stats.flows_closed += 1;
+        let sock = f.set.get_mut::<tcp::Socket>(f.handle);
+        if sock.state() != tcp::State::Closed {
+            sock.abort();
+        }
+        // Only fully closed sockets go back to the pool (abort leaves them Closed).
+        if sock.state() == tcp::State::Closed {
+            self.pool.push((f.set, f.handle));
+        }
+    }
+
+    fn service_misc<S: TxSink + ?Sized>(&mut self, now: Instant, sink: &mut S) -> bool {
+        if !self.misc_dirty {
+            return false;
+        }
+        self.misc_dirty = false;
+        for &h in &self.udp {
+            let sock = self.misc.get_mut::<udp::Socket>(h);
+            while let Ok((data, meta)) = sock.recv() {
+                let n = data.len().min(self.scratch.len());
+                self.scratch[..n].copy_from_slice(&data[..n]);
+                self.stats.udp_in += 1;
+                let mut d = Datagram {
+                    sock,
+                    meta,
+                    dropped: &mut self.stats.udp_tx_full,
+                };
+                self.app.on_datagram(&mut d, &self.scratch[..n]);
+                // Stop when the reply buffer fills: the rest waits for egress.
+                if !sock.can_send() {
+                    self.misc_dirty = true;
+                    break;
+                }
+            }
+        }
+        for _ in 0..self.cfg.egress_quota {
+            let mut dev = TxOnly {
+                sink: &mut *sink,
+                drops: &mut self.drops,
+                max_frame: self.max_frame,
+            };
+            if self.iface.poll_egress(now, &mut dev, &mut self.misc)
+                == smoltcp::iface::PollResult::None
+            {
+                break;
+            }
+        }
+        self.misc_deadline = match self.iface.poll_at(now, &self.misc) {
+            Some(t) if t <= now => {
+                self.misc_dirty = true;
+                None
+            }
+            other => other,
+        };
+        true
+    }
+}
