@@ -705,7 +705,18 @@ impl<A: App> Core<A> {
                 let used = self.app.on_data(&mut c, &self.scratch[..n]).min(n);
                 let sock = c.sock;
                 if used > 0 {
-                    let _ = sock.recv(|_| (used, ()));
+                    // The receive buffer is a ring: `recv` sees one contiguous piece at
+                    // a time, so dropping `used` bytes may take two calls.
+                    let mut left = used;
+                    while left > 0 {
+                        match sock.recv(|buf| {
+                            let k = left.min(buf.len());
+                            (k, k)
+                        }) {
+                            Ok(k) if k > 0 => left -= k,
+                            _ => break,
+                        }
+                    }
                     self.stats.app_bytes_in += used as u64;
                 }
                 if used < n || f.aborted {

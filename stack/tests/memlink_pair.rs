@@ -249,3 +249,39 @@ fn garbage_frames_are_counted_not_fatal() {
     assert!(st.drop_malformed_ethernet > 0 && st.drop_malformed_ipv4 > 0);
     assert_eq!(s.flow_count(), 0);
 }
+
+/// Consumes at most 777 bytes per call: partial consumption across the receive ring's
+/// wrap point must neither panic nor lose or reorder bytes.
+struct Dribble;
+
+impl App for Dribble {
+    fn on_data(&mut self, c: &mut Conn<'_>, data: &[u8]) -> usize {
+        c.send(&data[..data.len().min(777)])
+    }
+}
+
+#[test]
+fn partial_consumption_across_ring_wrap() {
+    let (la, lb) = MemLink::pair();
+    let data = payload(300_000, 3);
+    let want: [u8; 32] = Sha256::digest(&data).into();
+    let mut t = 0;
+    let client = Client {
+        payload: data,
+        conns: HashMap::new(),
+        done: vec![],
+        closed: vec![],
+        connected: 0,
+    };
+    let mut c = Engine::new(la, cfg(1, 1), client, Instant::from_millis(0));
+    let mut s = Engine::new(lb, cfg(2, 2), Dribble, Instant::from_millis(0));
+    s.listen(7, 8).unwrap();
+    c.connect(
+        IpEndpoint::new(IpAddress::v4(198, 18, 0, 2), 7),
+        Instant::from_millis(0),
+    )
+    .unwrap();
+    run(&mut c, &mut s, &mut t, 60_000, |c, _| !c.app().done.is_empty());
+    assert_eq!(c.app().done.len(), 1, "echo did not complete");
+    assert_eq!(c.app().done[0].1, want);
+}
