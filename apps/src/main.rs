@@ -1,0 +1,293 @@
+//! `c10m`: the command line. `c10m serve` binds an AF_XDP port on one NIC queue, runs a
+//! per-core engine over it and serves an application.
+
+use c10m_apps::{echo::Echo, xdp_link::XdpLink};
+use c10m_driver::{AttachMode, Port, PortConfig, XdpMode};
+use c10m_stack::smoltcp::time::Instant;
+use c10m_stack::{Engine, EngineConfig, Idle};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "c10m",
+    version,
+    about = "Kernel-bypass TCP/IP stack service: AF_XDP + smoltcp, one engine per NIC queue",
+    long_about = "Kernel-bypass TCP/IP stack service: AF_XDP + smoltcp, one engine per NIC queue.\n\n\
+                  Quick start on the veth testbed (as root):\n  \
+                  scripts/testbed up demo\n  \
+                  ip netns exec demo-stack c10m serve --iface demo-s --ip 198.18.0.2/24 --app echo --port 7"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve an application on one interface queue until SIGINT/SIGTERM (or --duration).
+    Serve(Serve),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AppKind {
+    /// TCP and UDP echo (RFC 862) on --port.
+    Echo,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    /// Native (driver) XDP, falling back to generic with a log line that says so.
+    Auto,
+    /// Native (driver) XDP only.
+    Native,
+    /// Generic (skb) XDP: works on any interface, slower.
+    Skb,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum IdleArg {
+    /// Busy-poll always: lowest latency, one full core.
+    Spin,
+    /// Spin while traffic flows, sleep in poll() when idle.
+    Adaptive,
+}
+
+#[derive(clap::Args)]
+struct Serve {
+    /// Interface to bind (in the current network namespace), e.g. a testbed's `NAME-s`.
+    #[arg(long)]
+    iface: String,
+    /// NIC receive queue to own.
+    #[arg(long, default_value_t = 0)]
+    queue: u32,
+    /// The stack's IPv4 address with prefix length, e.g. 198.18.0.2/24. Must differ from
+    /// the kernel's own addresses on the interface (the kernel keeps those).
+    #[arg(long, value_parser = parse_v4_cidr)]
+    ip: Option<(Ipv4Addr, u8)>,
+    /// The stack's IPv6 address with prefix length, e.g. 2001:2::2/64.
+    #[arg(long, value_parser = parse_v6_cidr)]
+    ip6: Option<(Ipv6Addr, u8)>,
+    /// Default IPv4 gateway (for peers off the local subnet).
+    #[arg(long)]
+    gateway: Option<Ipv4Addr>,
+    /// Default IPv6 gateway.
+    #[arg(long)]
+    gateway6: Option<Ipv6Addr>,
+    /// Application to serve.
+    #[arg(long, value_enum, default_value_t = AppKind::Echo)]
+    app: AppKind,
+    /// TCP and UDP port the application listens on.
+    #[arg(long, default_value_t = 7)]
+    port: u16,
+    /// Connections allowed in the TCP handshake at once; further SYNs are dropped and counted.
+    #[arg(long, default_value_t = 1024)]
+    backlog: usize,
+    /// Most TCP flows held at once (any state).
+    #[arg(long, default_value_t = 100_000)]
+    max_flows: usize,
+    /// TCP receive and send buffer per connection, bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    tcp_buf: usize,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    xdp_mode: Mode,
+    /// Replace an XDP program that something else left on the interface.
+    #[arg(long)]
+    force: bool,
+    /// UMEM frame size in bytes (2048 or 4096).
+    #[arg(long, default_value_t = 2048)]
+    frame_size: u32,
+    /// Number of UMEM frames.
+    #[arg(long, default_value_t = 4096)]
+    frames: u32,
+    /// Size of each AF_XDP ring (power of two).
+    #[arg(long, default_value_t = 2048)]
+    ring_size: u32,
+    /// Frames handled per receive batch.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// What the loop does when there is no work.
+    #[arg(long, value_enum, default_value_t = IdleArg::Adaptive)]
+    idle: IdleArg,
+    /// Stop by itself after this many seconds (0: run until SIGINT/SIGTERM).
+    #[arg(long, default_value_t = 0)]
+    duration: u64,
+    /// Write the final counters as one JSON object to this file on exit.
+    #[arg(long)]
+    stats_json: Option<std::path::PathBuf>,
+}
+
+fn parse_cidr<T: std::str::FromStr>(s: &str, max: u8, example: &str) -> Result<(T, u8), String> {
+    let (a, p) = s
+        .split_once('/')
+        .ok_or_else(|| format!("'{s}' has no prefix length: write it like {example}"))?;
+    let addr = a
+        .parse::<T>()
+        .map_err(|_| format!("'{a}' is not an address of this family: write it like {example}"))?;
+    let len = p
+        .parse::<u8>()
+        .ok()
+        .filter(|l| *l <= max && *l > 0)
+        .ok_or_else(|| format!("prefix length '{p}' must be 1..={max}, e.g. {example}"))?;
+    Ok((addr, len))
+}
+
+fn parse_v4_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
+    let (a, l) = parse_cidr::<Ipv4Addr>(s, 32, "198.18.0.2/24")?;
+    if a.is_unspecified() || a.is_multicast() || a.is_broadcast() {
+        return Err(format!("{a} cannot be a host address"));
+    }
+    Ok((a, l))
+}
+
+fn parse_v6_cidr(s: &str) -> Result<(Ipv6Addr, u8), String> {
+    let (a, l) = parse_cidr::<Ipv6Addr>(s, 128, "2001:2::2/64")?;
+    if a.is_unspecified() || a.is_multicast() {
+        return Err(format!("{a} cannot be a host address"));
+    }
+    Ok((a, l))
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_target(false)
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Serve(s) => match serve(s) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("c10m: error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn serve(a: Serve) -> Result<(), String> {
+    if a.ip.is_none() && a.ip6.is_none() {
+        return Err(
+            "give the stack an address: --ip 198.18.0.2/24 and/or --ip6 2001:2::2/64".into(),
+        );
+    }
+    let mut steer: Vec<IpAddr> = Vec::new();
+    if let Some((v4, _)) = a.ip {
+        steer.push(v4.into());
+    }
+    if let Some((v6, _)) = a.ip6 {
+        steer.push(v6.into());
+    }
+    let pcfg = PortConfig {
+        ifname: a.iface.clone(),
+        queue: a.queue,
+        frame_size: a.frame_size,
+        frame_count: a.frames,
+        ring_size: a.ring_size,
+        xdp_mode: match a.xdp_mode {
+            Mode::Auto => XdpMode::Auto,
+            Mode::Native => XdpMode::Native,
+            Mode::Skb => XdpMode::Skb,
+        },
+        force: a.force,
+        steer,
+        need_wakeup: true,
+    };
+    let port = Port::open(&pcfg).map_err(|e| e.to_string())?;
+    let mac = port.mac();
+    let mode = match port.attach_mode() {
+        AttachMode::Native => "native",
+        AttachMode::Skb => "skb (generic)",
+    };
+    let copy = if port.zero_copy() {
+        "zero-copy"
+    } else {
+        "copy"
+    };
+    let ecfg = EngineConfig {
+        mac,
+        ipv4: a.ip,
+        ipv6: a.ip6,
+        gateway4: a.gateway,
+        gateway6: a.gateway6,
+        tcp_rx_buf: a.tcp_buf,
+        tcp_tx_buf: a.tcp_buf,
+        max_flows: a.max_flows,
+        seed: seed(),
+        rx_batch: a.batch,
+        ..Default::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| format!("signal handler: {e}"))?;
+    }
+    if a.duration > 0 {
+        let stop = stop.clone();
+        let d = Duration::from_secs(a.duration);
+        std::thread::spawn(move || {
+            std::thread::sleep(d);
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let mut engine = Engine::new(
+        XdpLink { port },
+        ecfg,
+        Echo::default(),
+        Instant::from_millis(0),
+    );
+    match a.app {
+        AppKind::Echo => {
+            engine
+                .listen(a.port, a.backlog)
+                .map_err(|e| e.to_string())?;
+            engine.udp_bind(a.port).map_err(|e| e.to_string())?;
+        }
+    }
+    let addrs: Vec<String> =
+        a.ip.map(|(ip, l)| format!("{ip}/{l}"))
+            .into_iter()
+            .chain(a.ip6.map(|(ip, l)| format!("{ip}/{l}")))
+            .collect();
+    eprintln!(
+        "c10m: serving echo on {} port {} (tcp+udp) via {} queue {}, XDP {mode}, {copy} mode, mac {}",
+        addrs.join(" "),
+        a.port,
+        a.iface,
+        a.queue,
+        mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    );
+    eprintln!("c10m: ready");
+    let idle = match a.idle {
+        IdleArg::Spin => Idle::Spin,
+        IdleArg::Adaptive => Idle::Adaptive,
+    };
+    engine.run(&stop, idle);
+    let counters = engine.counters();
+    eprintln!("c10m: stopped; counters:");
+    for (k, v) in &counters {
+        eprintln!("{k} {v}");
+    }
+    if let Some(path) = &a.stats_json {
+        let body: Vec<String> = counters
+            .iter()
+            .map(|(k, v)| format!("\"{k}\":{v}"))
+            .collect();
+        std::fs::write(path, format!("{{{}}}\n", body.join(",")))
+            .map_err(|e| format!("writing --stats-json {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Per-process seed for ISNs (smoltcp's `random_seed`): time and pid mixed.
+fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    t ^ ((std::process::id() as u64) << 32) ^ 0x9e37_79b9_7f4a_7c15
+}
