@@ -281,7 +281,9 @@ fn partial_consumption_across_ring_wrap() {
         Instant::from_millis(0),
     )
     .unwrap();
-    run(&mut c, &mut s, &mut t, 60_000, |c, _| !c.app().done.is_empty());
+    run(&mut c, &mut s, &mut t, 60_000, |c, _| {
+        !c.app().done.is_empty()
+    });
     assert_eq!(c.app().done.len(), 1, "echo did not complete");
     assert_eq!(c.app().done[0].1, want);
 }

@@ -1,0 +1,105 @@
+# shellcheck shell=bash
+# scripts/lib.sh - shared helpers for c10m's shell tooling.
+#
+# Purpose:  sourced (never executed) by scripts/* and tests/ns/*. Provides
+#             log / warn / die        logging to stderr with the script's name
+#             need_root               fail unless running as root
+#             on_exit CMD             push CMD on a cleanup stack; the stack runs in
+#                                     reverse order from ONE trap (EXIT, INT, TERM, HUP)
+#             unique_name PREFIX      PREFIX + 4 random hex digits (<= 8 chars total)
+#             wait_for CMD TIMEOUT_S  re-evaluate CMD every 0.1 s until it succeeds
+#             repo_root               absolute path of the repository
+# Prereqs:  bash >= 4, coreutils.
+# Usage:    source "$(dirname "$0")/lib.sh"   (callers use `set -euo pipefail`)
+#           on_exit "ip netns del foo-stack"
+#
+# Notes: the trap is installed when this file is sourced; a script that sources
+# it must not install its own EXIT/INT/TERM traps (use on_exit instead).
+
+if [[ -n "${_C10M_LIB_SOURCED:-}" ]]; then
+    return 0
+fi
+_C10M_LIB_SOURCED=1
+
+C10M_SELF="$(basename "${0:-c10m}")"
+
+_ts() { date +%H:%M:%S; }
+log()  { printf '[%s %s] %s\n' "$(_ts)" "$C10M_SELF" "$*" >&2; }
+warn() { printf '[%s %s] WARNING: %s\n' "$(_ts)" "$C10M_SELF" "$*" >&2; }
+die()  { printf '[%s %s] ERROR: %s\n' "$(_ts)" "$C10M_SELF" "$*" >&2; exit 1; }
+
+need_root() {
+    if [[ "$(id -u)" -ne 0 ]]; then
+        die "must run as root: try sudo scripts/test"
+    fi
+}
+
+repo_root() {
+    local here
+    here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+    dirname "$here"
+}
+
+# ---------------------------------------------------------------- cleanup stack
+_C10M_CLEANUP=()
+
+on_exit() {
+    [[ $# -ge 1 ]] || die "on_exit: missing command"
+    _C10M_CLEANUP+=("$*")
+}
+
+_c10m_run_cleanup() {
+    local rc=$? i cmd
+    trap - EXIT INT TERM HUP
+    set +e
+    for ((i = ${#_C10M_CLEANUP[@]} - 1; i >= 0; i--)); do
+        cmd="${_C10M_CLEANUP[$i]}"
+        unset '_C10M_CLEANUP[i]'
+        eval "$cmd"
+    done
+    exit "$rc"
+}
+
+_c10m_on_signal() {
+    # Exiting runs the EXIT trap (the cleanup stack) exactly once.
+    log "caught SIG$1, cleaning up"
+    case "$1" in
+        INT) exit 130 ;; TERM) exit 143 ;; HUP) exit 129 ;; *) exit 1 ;;
+    esac
+}
+
+trap _c10m_run_cleanup EXIT
+trap '_c10m_on_signal INT' INT
+trap '_c10m_on_signal TERM' TERM
+trap '_c10m_on_signal HUP' HUP
+
+# ---------------------------------------------------------------- misc helpers
+rand_hex() { # rand_hex NBYTES
+    od -An -N"${1:-2}" -tx1 /dev/urandom | tr -d ' \n'
+}
+
+unique_name() { # unique_name PREFIX  ->  PREFIX + 4 hex digits, at most 8 chars
+    local prefix="${1:-c}"
+    [[ ${#prefix} -le 4 ]] || die "unique_name: prefix '$prefix' longer than 4 chars"
+    [[ "$prefix" =~ ^[a-z][a-z0-9]*$ ]] || die "unique_name: prefix '$prefix' must be [a-z][a-z0-9]*"
+    printf '%s%s\n' "$prefix" "$(rand_hex 2)"
+}
+
+wait_for() { # wait_for 'CMD' TIMEOUT_S   (CMD is eval'ed; 0 on success, 1 on timeout)
+    local cmd="$1" timeout="${2:-10}" deadline
+    deadline=$(($(date +%s%N) + ${timeout%.*} * 1000000000))
+    while true; do
+        if eval "$cmd" >/dev/null 2>&1; then
+            return 0
+        fi
+        if (($(date +%s%N) >= deadline)); then
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+now_s() { date +%s.%N; }
+elapsed_s() { # elapsed_s START  -> seconds since START (from now_s), 1 decimal
+    awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'
+}
