@@ -114,6 +114,9 @@ struct Serve {
     /// What the loop does when there is no work.
     #[arg(long, value_enum, default_value_t = IdleArg::Adaptive)]
     idle: IdleArg,
+    /// Adaptive idle: microseconds to keep spinning after the last work before sleeping.
+    #[arg(long, default_value_t = 200)]
+    idle_spin_us: u64,
     /// Stop by itself after this many seconds (0: run until SIGINT/SIGTERM).
     #[arg(long, default_value_t = 0)]
     duration: u64,
@@ -219,6 +222,7 @@ fn serve(a: Serve) -> Result<(), String> {
         max_flows: a.max_flows,
         seed: seed(),
         rx_batch: a.batch,
+        idle_spin_us: a.idle_spin_us,
         ..Default::default()
     };
     let stop = Arc::new(AtomicBool::new(false));

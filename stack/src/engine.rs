@@ -36,6 +36,8 @@ pub struct EngineConfig {
     pub rx_batch: usize,
     /// Segments one flow may emit per loop iteration before others get their turn.
     pub egress_quota: usize,
+    /// Adaptive idle: keep spinning this long after the last work before sleeping.
+    pub idle_spin_us: u64,
 }
 
 impl Default for EngineConfig {
@@ -52,6 +54,7 @@ impl Default for EngineConfig {
             seed: 0x5eed,
             rx_batch: 64,
             egress_quota: 64,
+            idle_spin_us: 200,
         }
     }
 }
@@ -354,15 +357,15 @@ impl<L: Link, A: App> Engine<L, A> {
     pub fn run(&mut self, stop: &AtomicBool, idle: Idle) {
         let clock = std::time::Instant::now();
         let now = || Instant::from_micros(clock.elapsed().as_micros() as i64);
-        let mut idle_iters = 0u32;
+        let spin_us = self.core.cfg.idle_spin_us as i64;
+        let mut last_work = now();
         while !stop.load(Ordering::Relaxed) {
             let t = now();
             if self.poll(t) {
-                idle_iters = 0;
+                last_work = t;
                 continue;
             }
-            idle_iters += 1;
-            if idle == Idle::Adaptive && idle_iters > 256 {
+            if idle == Idle::Adaptive && (t - last_work).total_micros() as i64 > spin_us {
                 // Sleep until a frame arrives or the next timer, at most 10 ms so `stop`
                 // is noticed promptly.
                 let next = self.next_deadline(t);
