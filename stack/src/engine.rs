@@ -9,6 +9,7 @@
 use crate::app::{App, CloseReason, Conn, ConnId, Datagram};
 use crate::device::{OneFrame, TxDrops, TxOnly};
 use crate::link::{Link, TxSink};
+use crate::neigh;
 use crate::stats::Stats;
 use crate::timer::TimerWheel;
 use crate::wire::{classify, Class, FourTuple};
@@ -166,6 +167,9 @@ struct Core<A: App> {
     pool: Vec<(SocketSet<'static>, SocketHandle)>,
     timers: TimerWheel,
     timer_seq: u32,
+    /// Scratch list of flows a timer event made runnable (kept to avoid allocation).
+    fired: Vec<(u32, u32)>,
+    next_gw_refresh: Instant,
     next_port: u16,
     dirty: Vec<(u32, u32)>,
     scratch: Vec<u8>,
@@ -227,6 +231,8 @@ impl<L: Link, A: App> Engine<L, A> {
             pool: Vec::new(),
             timers: TimerWheel::new(ms(now)),
             timer_seq: 0,
+            fired: Vec::new(),
+            next_gw_refresh: now + smoltcp::time::Duration::from_millis(neigh::REFRESH_MS as u64),
             next_port: *EPHEMERAL.start() + (cfg.seed % 16384) as u16,
             dirty: Vec::new(),
             scratch: vec![0; cfg.tcp_rx_buf.max(2048)],
@@ -305,6 +311,51 @@ impl<L: Link, A: App> Engine<L, A> {
         Ok(ConnId { idx, gen })
     }
 
+    /// Add another address the engine answers for (at most 4 in all). Returns false when
+    /// the table is full or the address is not a unicast host address.
+    pub fn add_address(&mut self, addr: IpAddress, prefix: u8) -> bool {
+        let cidr = IpCidr::new(addr, prefix);
+        if !addr.is_unicast() {
+            return false;
+        }
+        let mut ok = false;
+        self.core
+            .iface
+            .update_ip_addrs(|a| ok = a.push(cidr).is_ok());
+        ok
+    }
+
+    /// Run `f` on a live connection from outside a callback (e.g. a client that sends on
+    /// a timer of its own). None if the connection is gone. Work it queues is sent in the
+    /// next `poll`.
+    pub fn with_conn<R>(&mut self, id: ConnId, f: impl FnOnce(&mut Conn<'_>) -> R) -> Option<R> {
+        let c = &mut self.core;
+        let slot = c.slots.get_mut(id.idx as usize)?;
+        if slot.gen != id.gen {
+            return None;
+        }
+        let fl = slot.flow.as_mut()?;
+        if fl.phase != Phase::Open || fl.aborted {
+            return None;
+        }
+        let sock = fl.set.get_mut::<tcp::Socket>(fl.handle);
+        let mut conn = Conn {
+            id,
+            sock,
+            want_writable: &mut fl.want_writable,
+            aborted: &mut fl.aborted,
+        };
+        let r = f(&mut conn);
+        c.mark_dirty(id.idx, id.gen);
+        Some(r)
+    }
+
+    /// Queue bytes on a connection from outside a callback; how many were queued (0 if the
+    /// connection is gone).
+    pub fn send(&mut self, id: ConnId, data: &[u8]) -> usize {
+        self.with_conn(id, |c| c.send(data)).unwrap_or(0)
+    }
+
     pub fn app(&self) -> &A {
         &self.core.app
     }
@@ -342,6 +393,7 @@ impl<L: Link, A: App> Engine<L, A> {
             .receive(batch, |frame, sink| core.handle_frame(now, frame, sink));
         let mut work = n > 0;
         let mut sink = self.link.sink();
+        core.refresh_gateways(now, &mut sink);
         work |= core.run_timers(now);
         work |= core.service_dirty(now, &mut sink);
         work |= core.service_misc(now, &mut sink);
@@ -406,6 +458,10 @@ impl<A: App> Core<A> {
             Class::Malformed(why) => self.stats.count_malformed(why),
             Class::Other => {
                 self.ingress_misc(now, frame, sink);
+            }
+            Class::Neighbor => {
+                self.ingress_misc(now, frame, sink);
+                self.wake_neighbor_waiters(now);
             }
             Class::Tcp { key, syn, ack, rst } => {
                 if let Some(&idx) = self.table.get(&key) {
@@ -583,9 +639,58 @@ impl<A: App> Core<A> {
         }
     }
 
-    fn run_timers(&mut self, now: Instant) -> bool {
-        let mut fired = Vec::new();
+    /// smoltcp may just have learned a neighbour. Flows that tried to send to it sit in
+    /// the wheel until smoltcp's 1 s ARP/NDP silence ends; run every flow due within that
+    /// window now (a spurious run is harmless). ARP/NDP is rare, so this is cheap.
+    fn wake_neighbor_waiters(&mut self, now: Instant) {
         let slots = &self.slots;
+        let fired = &mut self.fired;
+        self.timers.fire_within(ms(now), 1_001, |idx, seq| {
+            if let Some(Slot { gen, flow: Some(f) }) = slots.get(idx as usize) {
+                if f.timer_seq == seq {
+                    fired.push((idx, *gen));
+                }
+            }
+        });
+        self.stats.neighbor_wakeups += self.fired.len() as u64;
+        let fired = std::mem::take(&mut self.fired);
+        for &(idx, gen) in &fired {
+            self.mark_dirty(idx, gen);
+        }
+        self.fired = fired;
+        self.fired.clear();
+    }
+
+    /// Ask for the gateways before smoltcp's 60 s neighbour entry lapses (see `neigh`).
+    fn refresh_gateways<S: TxSink + ?Sized>(&mut self, now: Instant, sink: &mut S) {
+        if now < self.next_gw_refresh {
+            return;
+        }
+        self.next_gw_refresh = now + smoltcp::time::Duration::from_millis(neigh::REFRESH_MS as u64);
+        let mac = EthernetAddress(self.cfg.mac);
+        if let (Some(gw), Some((ip, _))) = (self.cfg.gateway4, self.cfg.ipv4) {
+            match sink.frame(neigh::ARP_FRAME_LEN) {
+                Some(buf) => {
+                    neigh::arp_request(buf, mac, ip, gw);
+                    self.stats.gateway_refreshes += 1;
+                }
+                None => self.drops.no_buffer += 1,
+            }
+        }
+        if let (Some(gw), Some((ip, _))) = (self.cfg.gateway6, self.cfg.ipv6) {
+            match sink.frame(neigh::NS_FRAME_LEN) {
+                Some(buf) => {
+                    neigh::neighbor_solicit(buf, mac, ip, gw);
+                    self.stats.gateway_refreshes += 1;
+                }
+                None => self.drops.no_buffer += 1,
+            }
+        }
+    }
+
+    fn run_timers(&mut self, now: Instant) -> bool {
+        let slots = &self.slots;
+        let fired = &mut self.fired;
         self.timers.expire(ms(now), |idx, seq| {
             if let Some(Slot { gen, flow: Some(f) }) = slots.get(idx as usize) {
                 if f.timer_seq == seq {
@@ -593,11 +698,14 @@ impl<A: App> Core<A> {
                 }
             }
         });
-        let any = !fired.is_empty();
-        self.stats.timers_fired += fired.len() as u64;
-        for (idx, gen) in fired {
+        let any = !self.fired.is_empty();
+        self.stats.timers_fired += self.fired.len() as u64;
+        let fired = std::mem::take(&mut self.fired);
+        for &(idx, gen) in &fired {
             self.mark_dirty(idx, gen);
         }
+        self.fired = fired;
+        self.fired.clear();
         if let Some(d) = self.misc_deadline {
             if d <= now {
                 self.misc_deadline = None;

@@ -12,7 +12,9 @@ mod device;
 pub mod engine;
 pub mod link;
 pub mod memlink;
+pub mod neigh;
 pub mod stats;
+/// A raw TCP peer (frame builder and parser) for tests and benchmarks.
 pub mod timer;
 pub mod wire;
 

@@ -14,6 +14,8 @@ pub struct MemSink {
     max_pending: usize,
     pub tx_frames: u64,
     pub tx_bytes: u64,
+    /// ARP requests and NDP neighbour solicitations sent (for neighbour-upkeep tests).
+    pub tx_neighbor_requests: u64,
 }
 
 impl TxSink for &mut MemSink {
@@ -58,6 +60,7 @@ impl MemLink {
                 max_pending: 4096,
                 tx_frames: 0,
                 tx_bytes: 0,
+                tx_neighbor_requests: 0,
             },
             batch: Vec::new(),
             rx_frames: 0,
@@ -77,6 +80,11 @@ impl MemLink {
     /// Take every frame this end has flushed towards its peer (for tests that play the peer).
     pub fn drain_sent(&self) -> Vec<Vec<u8>> {
         self.tx.lock().unwrap().drain(..).collect()
+    }
+
+    /// ARP requests and NDP solicitations this end has sent.
+    pub fn neighbor_requests_sent(&self) -> u64 {
+        self.sink.tx_neighbor_requests
     }
 
     /// Frames waiting to be received by this end.
@@ -110,6 +118,14 @@ impl Link for MemLink {
     fn flush(&mut self) {
         if self.sink.pending.is_empty() {
             return;
+        }
+        for f in &self.sink.pending {
+            let arp_request = f.len() >= 22 && f[12..14] == [0x08, 0x06] && f[20..22] == [0, 1];
+            let ndp_solicit =
+                f.len() > 54 && f[12..14] == [0x86, 0xdd] && f[20] == 58 && f[54] == 135;
+            if arp_request || ndp_solicit {
+                self.sink.tx_neighbor_requests += 1;
+            }
         }
         let mut q = self.tx.lock().unwrap();
         q.extend(self.sink.pending.drain(..));

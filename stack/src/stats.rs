@@ -35,6 +35,10 @@ counters! {
     syn_accepted, handshakes_failed, accepted, refused_by_app, connects,
     flows_closed, closed_normal, closed_reset, closed_timeout, closed_aborted,
     timers_fired,
+    /// Flows run early because a neighbour (ARP/NDP) was learned.
+    neighbor_wakeups,
+    /// ARP requests / neighbour solicitations sent to keep the gateways resolved.
+    gateway_refreshes,
     app_bytes_in,
     udp_in, udp_tx_full,
     internal_errors,

@@ -93,6 +93,27 @@ impl TimerWheel {
         }
     }
 
+    /// Call `f(id, gen)` for (and remove) every entry due within `horizon_ms` of `now_ms`,
+    /// without advancing the wheel. For events that make waiting flows runnable early
+    /// (a neighbour was learned); costs the entries in that window, not the whole wheel.
+    pub fn fire_within(&mut self, now_ms: u64, horizon_ms: u64, mut f: impl FnMut(u32, u32)) {
+        let end = (now_ms + horizon_ms).min(self.cursor + SLOTS as u64 - 1);
+        let limit = now_ms + horizon_ms;
+        for t in self.cursor..=end {
+            let slot = &mut self.slots[(t as usize) % SLOTS];
+            let mut i = 0;
+            while i < slot.len() {
+                if slot[i].at <= limit {
+                    let e = slot.swap_remove(i);
+                    self.len -= 1;
+                    f(e.id, e.gen);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+    }
+
     /// Earliest tick at which something may be due (a lower bound), for idle sleeping.
     pub fn next_hint(&self) -> Option<u64> {
         if self.len == 0 {
@@ -150,6 +171,21 @@ mod tests {
         });
         assert_eq!(n, 100);
         assert_eq!(w.len(), 0);
+    }
+
+    #[test]
+    fn fire_within_takes_only_the_window() {
+        let mut w = TimerWheel::new(100);
+        w.arm(150, 1, 0);
+        w.arm(1099, 2, 0);
+        w.arm(1200, 3, 0);
+        let mut got = vec![];
+        w.fire_within(100, 1000, |id, _| got.push(id));
+        got.sort();
+        assert_eq!(got, vec![1, 2]);
+        assert_eq!(w.len(), 1);
+        w.expire(1200, |id, _| got.push(id));
+        assert_eq!(got, vec![1, 2, 3]);
     }
 
     #[test]

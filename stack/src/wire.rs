@@ -24,7 +24,10 @@ pub enum Class {
         ack: bool,
         rst: bool,
     },
-    /// ARP, ICMP, UDP, IPv6 with extension headers...: handled by the shared socket set.
+    /// ARP, or NDP neighbour solicitation/advertisement: handled by the shared set, and
+    /// may teach smoltcp a neighbour that flows are waiting for.
+    Neighbor,
+    /// ICMP, UDP, IPv6 with extension headers...: handled by the shared socket set.
     Other,
     /// Cannot be parsed: too short, bad header length, unknown EtherType.
     Malformed(Malformed),
@@ -45,7 +48,7 @@ pub fn classify(frame: &[u8]) -> Class {
         return Class::Malformed(Malformed::Ethernet);
     };
     match eth.ethertype() {
-        EthernetProtocol::Arp => Class::Other,
+        EthernetProtocol::Arp => Class::Neighbor,
         EthernetProtocol::Ipv4 => {
             let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
                 return Class::Malformed(Malformed::Ipv4);
@@ -63,6 +66,13 @@ pub fn classify(frame: &[u8]) -> Class {
             let Ok(ip) = Ipv6Packet::new_checked(eth.payload()) else {
                 return Class::Malformed(Malformed::Ipv6);
             };
+            if ip.next_header() == IpProtocol::Icmpv6 {
+                // ICMPv6 type 135 (NS) or 136 (NA), RFC 4861 4.3/4.4.
+                return match ip.payload().first() {
+                    Some(135 | 136) => Class::Neighbor,
+                    _ => Class::Other,
+                };
+            }
             if ip.next_header() != IpProtocol::Tcp {
                 return Class::Other;
             }

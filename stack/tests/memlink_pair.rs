@@ -287,3 +287,114 @@ fn partial_consumption_across_ring_wrap() {
     assert_eq!(c.app().done.len(), 1, "echo did not complete");
     assert_eq!(c.app().done[0].1, want);
 }
+
+/// smoltcp stays silent for 1 s after an ARP request; the engine must run flows that were
+/// waiting for the neighbour as soon as the reply arrives, not when that silence ends.
+#[test]
+fn connect_does_not_wait_out_arp_silence() {
+    let (la, lb) = MemLink::pair();
+    let mut t = 0;
+    let client = Client {
+        payload: payload(100, 1),
+        conns: HashMap::new(),
+        done: vec![],
+        closed: vec![],
+        connected: 0,
+    };
+    let mut c = Engine::new(la, cfg(1, 1), client, Instant::from_millis(0));
+    let mut s = Engine::new(lb, cfg(2, 2), Echo::default(), Instant::from_millis(0));
+    s.listen(7, 64).unwrap();
+    let server = IpEndpoint::new(IpAddress::v4(198, 18, 0, 2), 7);
+    for _ in 0..20 {
+        c.connect(server, Instant::from_millis(0)).unwrap();
+    }
+    run(&mut c, &mut s, &mut t, 2_000, |c, _| {
+        c.app().done.len() == 20
+    });
+    assert_eq!(c.app().done.len(), 20);
+    assert!(
+        t < 100,
+        "20 connects + echo took {t} ms of simulated time (ARP silence not cut short)"
+    );
+    assert!(c.stats().neighbor_wakeups > 0);
+}
+
+/// Echo client that sends one small message every 100 ms and records round-trip times.
+struct Pinger {
+    conn: Option<ConnId>,
+    sent_at: Option<i64>,
+    now: i64,
+    rtts: Vec<i64>,
+}
+
+impl App for Pinger {
+    fn on_connected(&mut self, c: &mut Conn<'_>) {
+        self.conn = Some(c.id());
+    }
+    fn on_data(&mut self, _c: &mut Conn<'_>, data: &[u8]) -> usize {
+        if let Some(s) = self.sent_at.take() {
+            self.rtts.push(self.now - s);
+        }
+        data.len()
+    }
+}
+
+/// Peers behind a gateway: smoltcp lets the gateway's entry lapse 60 s after learning it,
+/// even under traffic. The engine refreshes it, so over 200 s no resolution is triggered by
+/// a miss: every ARP request on the wire is one of the engine's own refreshes.
+#[test]
+fn gateway_entry_is_refreshed_under_traffic() {
+    let (la, lb) = MemLink::pair();
+    // The server (198.18.0.2/24) reaches the client (198.19.0.1) through its gateway
+    // 198.18.0.254, an address the client engine also owns: so the client is off-link for
+    // the server, and only the gateway's neighbour entry serves the flow.
+    let mut ccfg = cfg(1, 1);
+    ccfg.ipv4 = Some((Ipv4Address::new(198, 19, 0, 1), 24));
+    let mut scfg = cfg(2, 2);
+    scfg.gateway4 = Some(Ipv4Address::new(198, 18, 0, 254));
+    let pinger = Pinger {
+        conn: None,
+        sent_at: None,
+        now: 0,
+        rtts: vec![],
+    };
+    let mut c = Engine::new(la, ccfg, pinger, Instant::from_millis(0));
+    let mut s = Engine::new(lb, scfg, Echo::default(), Instant::from_millis(0));
+    assert!(c.add_address(IpAddress::v4(198, 18, 0, 254), 24));
+    s.listen(7, 8).unwrap();
+    c.connect(
+        IpEndpoint::new(IpAddress::v4(198, 18, 0, 2), 7),
+        Instant::from_millis(0),
+    )
+    .unwrap();
+    let mut t = 0i64;
+    while t < 200_000 {
+        c.app_mut().now = t;
+        if t % 100 == 0 && c.app().sent_at.is_none() {
+            if let Some(id) = c.app().conn {
+                assert_eq!(c.send(id, b"ping"), 4);
+                c.app_mut().sent_at = Some(t);
+            }
+        }
+        c.poll(Instant::from_millis(t));
+        s.poll(Instant::from_millis(t));
+        c.poll(Instant::from_millis(t));
+        t += 1;
+    }
+    let rtts = &c.app().rtts;
+    assert!(rtts.len() > 1900, "only {} round trips", rtts.len());
+    assert!(
+        rtts.iter().all(|r| *r <= 2),
+        "a round trip stalled: max {:?} ms",
+        rtts.iter().max()
+    );
+    let refreshes = s.stats().gateway_refreshes;
+    assert!(refreshes >= 12, "{refreshes} refreshes in 200 s");
+
+    // One request to learn the gateway the first time; after that only refreshes.
+    assert!(
+        s.link().neighbor_requests_sent() <= refreshes + 1,
+        "server sent {} ARP requests but only {refreshes} refreshes: the gateway entry lapsed",
+        s.link().neighbor_requests_sent()
+    );
+}
