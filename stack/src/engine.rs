@@ -16,7 +16,7 @@ use crate::wire::{classify, Class, FourTuple};
 use rustc_hash::FxHashMap;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{tcp, udp};
-use smoltcp::time::Instant;
+use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address, Ipv6Address};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -39,6 +39,17 @@ pub struct EngineConfig {
     pub egress_quota: usize,
     /// Adaptive idle: keep spinning this long after the last work before sleeping.
     pub idle_spin_us: u64,
+    /// How long a passive open may sit in SYN-RECEIVED without hearing from the peer.
+    /// smoltcp retransmits the SYN-ACK forever, so without this `backlog` spoofed SYNs
+    /// would close a listener for good (Linux gives up after ~63 s).
+    pub half_open_timeout: Duration,
+    /// A flow that hears nothing from its peer this long is aborted (`TimedOut`). smoltcp
+    /// has no retransmission limit, so this is what frees flows of dead peers and black
+    /// holes (RFC 9293 3.8.3: R2 at least 100 s). None: never.
+    pub user_timeout: Option<Duration>,
+    /// Keep-alive probe interval for idle flows, so a live but quiet peer answers within
+    /// `user_timeout`. None: no probes (then `user_timeout` also ends idle flows).
+    pub keep_alive: Option<Duration>,
 }
 
 impl Default for EngineConfig {
@@ -56,6 +67,9 @@ impl Default for EngineConfig {
             rx_batch: 64,
             egress_quota: 64,
             idle_spin_us: 200,
+            half_open_timeout: Duration::from_secs(30),
+            user_timeout: Some(Duration::from_secs(180)),
+            keep_alive: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -528,11 +542,9 @@ impl<A: App> Core<A> {
         }
         l.half_open += 1;
         let (mut set, handle) = self.take_socket();
-        if set
-            .get_mut::<tcp::Socket>(handle)
-            .listen(key.local)
-            .is_err()
-        {
+        let sock = set.get_mut::<tcp::Socket>(handle);
+        sock.set_timeout(Some(self.cfg.half_open_timeout));
+        if sock.listen(key.local).is_err() {
             // A pooled socket is always Closed; treat anything else as a bug we survive.
             self.stats.internal_errors += 1;
             self.listeners
@@ -554,6 +566,16 @@ impl<A: App> Core<A> {
         };
         self.iface.poll_ingress_single(now, &mut dev, &mut flow.set);
         self.stats.tcp_segments_in += 1;
+        if flow.set.get::<tcp::Socket>(flow.handle).state() == tcp::State::Listen {
+            // smoltcp did not take the SYN (bad checksum, options it refuses...): undo.
+            self.listeners
+                .get_mut(&key.local.port)
+                .expect("checked")
+                .half_open -= 1;
+            self.stats.drop_syn_rejected += 1;
+            self.remove_flow(idx);
+            return;
+        }
         self.stats.syn_accepted += 1;
         let gen = self.slots[idx as usize].gen;
         self.mark_dirty(idx, gen);
@@ -570,7 +592,12 @@ impl<A: App> Core<A> {
             let h = set.add(s);
             (set, h)
         });
-        set.get_mut::<tcp::Socket>(handle).set_nagle_enabled(false);
+        let sock = set.get_mut::<tcp::Socket>(handle);
+        sock.set_nagle_enabled(false);
+        // Set while Closed: `listen`/`connect` reset the timer, so no keep-alive goes out
+        // before the connection is idle for `keep_alive`.
+        sock.set_keep_alive(self.cfg.keep_alive);
+        sock.set_timeout(self.cfg.user_timeout);
         (set, handle)
     }
 
@@ -758,6 +785,7 @@ impl<A: App> Core<A> {
                         l.half_open -= 1;
                     }
                     self.stats.handshakes_failed += 1;
+                    self.stats.flows_closed += 1;
                     self.remove_flow(idx);
                     return;
                 }
@@ -766,6 +794,7 @@ impl<A: App> Core<A> {
                         l.half_open -= 1;
                     }
                     f.phase = Phase::Open;
+                    sock.set_timeout(self.cfg.user_timeout);
                     self.stats.accepted += 1;
                     let mut c = Conn {
                         id,
@@ -900,6 +929,14 @@ impl<A: App> Core<A> {
             self.app.on_closed(id, reason);
         }
         if state == Closed {
+            if f.phase == Phase::HalfOpen {
+                // half_open_timeout expired during egress (smoltcp sent a RST).
+                if let Some(l) = self.listeners.get_mut(&f.key.local.port) {
+                    l.half_open -= 1;
+                }
+                self.stats.handshakes_failed += 1;
+            }
+            self.stats.flows_closed += 1;
             self.remove_flow(idx);
             return;
         }
@@ -927,7 +964,6 @@ impl<A: App> Core<A> {
         slot.gen = slot.gen.wrapping_add(1);
         self.table.remove(&f.key);
         self.free_slots.push(idx);
-        self.stats.flows_closed += 1;
         let sock = f.set.get_mut::<tcp::Socket>(f.handle);
         if sock.state() != tcp::State::Closed {
             sock.abort();

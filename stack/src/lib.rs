@@ -15,6 +15,7 @@ pub mod memlink;
 pub mod neigh;
 pub mod stats;
 /// A raw TCP peer (frame builder and parser) for tests and benchmarks.
+pub mod testkit;
 pub mod timer;
 pub mod wire;
 

@@ -30,6 +30,8 @@ counters! {
     /// A SYN for an address that is not ours.
     drop_not_our_addr,
     drop_syn_backlog_full, drop_syn_flow_table_full,
+    /// A SYN smoltcp refused (bad checksum...): no flow was kept.
+    drop_syn_rejected,
     /// TCP segments for no flow (answered by RST where RFC 9293 says so).
     tcp_no_flow,
     syn_accepted, handshakes_failed, accepted, refused_by_app, connects,
