@@ -90,6 +90,8 @@ pub enum BindError {
     PortInUse(u16),
     /// Backlog must be at least 1.
     BadBacklog,
+    /// Buffers must be at least 64 bytes.
+    BadBuffer,
 }
 
 impl std::fmt::Display for BindError {
@@ -97,6 +99,7 @@ impl std::fmt::Display for BindError {
         match self {
             BindError::PortInUse(p) => write!(f, "port {p} is already bound on this engine"),
             BindError::BadBacklog => write!(f, "backlog must be at least 1"),
+            BindError::BadBuffer => write!(f, "TCP buffers must be at least 64 bytes"),
         }
     }
 }
@@ -134,6 +137,19 @@ const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
 struct Listener {
     backlog: usize,
     half_open: usize,
+    rx_buf: usize,
+    tx_buf: usize,
+}
+
+/// Settings of one listening port.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenOptions {
+    /// Connections in the handshake at once; further SYNs are dropped and counted.
+    pub backlog: usize,
+    /// Receive buffer per connection, bytes (the window it can advertise).
+    pub rx_buf: usize,
+    /// Send buffer per connection, bytes.
+    pub tx_buf: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -178,7 +194,8 @@ struct Core<A: App> {
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
     /// Recycled one-socket sets (socket Closed, buffers kept): no allocation per connection.
-    pool: Vec<(SocketSet<'static>, SocketHandle)>,
+    /// Keyed by (receive, send) buffer size: listeners may differ.
+    pools: Vec<((usize, usize), Vec<(SocketSet<'static>, SocketHandle)>)>,
     timers: TimerWheel,
     timer_seq: u32,
     /// Scratch list of flows a timer event made runnable (kept to avoid allocation).
@@ -242,7 +259,7 @@ impl<L: Link, A: App> Engine<L, A> {
             table: FxHashMap::default(),
             slots: Vec::new(),
             free_slots: Vec::new(),
-            pool: Vec::new(),
+            pools: Vec::new(),
             timers: TimerWheel::new(ms(now)),
             timer_seq: 0,
             fired: Vec::new(),
@@ -260,10 +277,26 @@ impl<L: Link, A: App> Engine<L, A> {
     }
 
     /// Accept TCP connections on `port` (any of the engine's addresses), with at most
-    /// `backlog` connections in the handshake at once.
+    /// `backlog` connections in the handshake at once and the engine's default buffers.
     pub fn listen(&mut self, port: u16, backlog: usize) -> Result<(), BindError> {
-        if backlog == 0 {
+        let (rx_buf, tx_buf) = (self.core.cfg.tcp_rx_buf, self.core.cfg.tcp_tx_buf);
+        self.listen_with(
+            port,
+            ListenOptions {
+                backlog,
+                rx_buf,
+                tx_buf,
+            },
+        )
+    }
+
+    /// Accept TCP connections on `port` with settings of this listener's own.
+    pub fn listen_with(&mut self, port: u16, o: ListenOptions) -> Result<(), BindError> {
+        if o.backlog == 0 {
             return Err(BindError::BadBacklog);
+        }
+        if o.rx_buf < 64 || o.tx_buf < 64 {
+            return Err(BindError::BadBuffer);
         }
         if self.core.listeners.contains_key(&port) {
             return Err(BindError::PortInUse(port));
@@ -271,8 +304,10 @@ impl<L: Link, A: App> Engine<L, A> {
         self.core.listeners.insert(
             port,
             Listener {
-                backlog,
+                backlog: o.backlog,
                 half_open: 0,
+                rx_buf: o.rx_buf,
+                tx_buf: o.tx_buf,
             },
         );
         Ok(())
@@ -311,10 +346,10 @@ impl<L: Link, A: App> Engine<L, A> {
             local: IpEndpoint::new(local_addr, port),
             remote,
         };
-        let (mut set, handle) = c.take_socket();
+        let (mut set, handle) = c.take_socket((c.cfg.tcp_rx_buf, c.cfg.tcp_tx_buf));
         let sock = set.get_mut::<tcp::Socket>(handle);
         if sock.connect(c.iface.context(), remote, key.local).is_err() {
-            c.pool.push((set, handle));
+            c.recycle(set, handle);
             return Err(ConnectError::Unaddressable);
         }
         let idx = c.insert_flow(key, set, handle, Phase::Connecting);
@@ -541,7 +576,8 @@ impl<A: App> Core<A> {
             return;
         }
         l.half_open += 1;
-        let (mut set, handle) = self.take_socket();
+        let bufs = (l.rx_buf, l.tx_buf);
+        let (mut set, handle) = self.take_socket(bufs);
         let sock = set.get_mut::<tcp::Socket>(handle);
         sock.set_timeout(Some(self.cfg.half_open_timeout));
         if sock.listen(key.local).is_err() {
@@ -581,12 +617,31 @@ impl<A: App> Core<A> {
         self.mark_dirty(idx, gen);
     }
 
-    /// A Closed one-socket set from the pool, or a new one.
-    fn take_socket(&mut self) -> (SocketSet<'static>, SocketHandle) {
-        let (mut set, handle) = self.pool.pop().unwrap_or_else(|| {
+    fn pool(&mut self, bufs: (usize, usize)) -> &mut Vec<(SocketSet<'static>, SocketHandle)> {
+        let i = match self.pools.iter().position(|(k, _)| *k == bufs) {
+            Some(i) => i,
+            None => {
+                self.pools.push((bufs, Vec::new()));
+                self.pools.len() - 1
+            }
+        };
+        &mut self.pools[i].1
+    }
+
+    /// Return a Closed socket (and its buffers) to the pool of its size.
+    fn recycle(&mut self, mut set: SocketSet<'static>, handle: SocketHandle) {
+        let sock = set.get_mut::<tcp::Socket>(handle);
+        let bufs = (sock.recv_capacity(), sock.send_capacity());
+        self.pool(bufs).push((set, handle));
+    }
+
+    /// A Closed one-socket set with buffers of `bufs` (receive, send) bytes: from the
+    /// pool, or new.
+    fn take_socket(&mut self, bufs: (usize, usize)) -> (SocketSet<'static>, SocketHandle) {
+        let (mut set, handle) = self.pool(bufs).pop().unwrap_or_else(|| {
             let s = tcp::Socket::new(
-                tcp::SocketBuffer::new(vec![0; self.cfg.tcp_rx_buf]),
-                tcp::SocketBuffer::new(vec![0; self.cfg.tcp_tx_buf]),
+                tcp::SocketBuffer::new(vec![0; bufs.0]),
+                tcp::SocketBuffer::new(vec![0; bufs.1]),
             );
             let mut set = SocketSet::new(Vec::with_capacity(1));
             let h = set.add(s);
@@ -970,7 +1025,7 @@ impl<A: App> Core<A> {
         }
         // Only fully closed sockets go back to the pool (abort leaves them Closed).
         if sock.state() == tcp::State::Closed {
-            self.pool.push((f.set, f.handle));
+            self.recycle(f.set, f.handle);
         }
     }
 

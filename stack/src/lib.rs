@@ -20,7 +20,7 @@ pub mod timer;
 pub mod wire;
 
 pub use app::{App, CloseReason, Conn, ConnId, Datagram};
-pub use engine::{BindError, ConnectError, Engine, EngineConfig, Idle};
+pub use engine::{BindError, ConnectError, Engine, EngineConfig, Idle, ListenOptions};
 pub use link::{Link, LinkCaps, TxSink};
 pub use memlink::MemLink;
 pub use smoltcp;

@@ -9,7 +9,7 @@
 use c10m_stack::smoltcp::time::Instant;
 use c10m_stack::smoltcp::wire::{IpAddress, Ipv4Address, Ipv6Address};
 use c10m_stack::testkit::{parse, Arp, Parsed, RawPeer, Seg};
-use c10m_stack::{App, CloseReason, Conn, ConnId, Engine, EngineConfig, MemLink};
+use c10m_stack::{App, CloseReason, Conn, ConnId, Engine, EngineConfig, ListenOptions, MemLink};
 
 const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -741,4 +741,48 @@ fn unacknowledged_data_times_out() {
         "dead peer's flow still present after 600 s"
     );
     assert_eq!(r.eng.app().closed, vec![CloseReason::TimedOut]);
+}
+
+/// Buffers are per listener: each port's SYN-ACK advertises its own receive buffer, and
+/// sockets of different sizes are recycled into their own pools.
+#[test]
+fn listeners_have_their_own_buffer_sizes() {
+    let mut r = Rig::new(8, |_| {});
+    r.eng
+        .listen_with(
+            8080,
+            ListenOptions {
+                backlog: 8,
+                rx_buf: 2048,
+                tx_buf: 2048,
+            },
+        )
+        .unwrap();
+    assert!(r
+        .eng
+        .listen_with(
+            8081,
+            ListenOptions {
+                backlog: 8,
+                rx_buf: 10,
+                tx_buf: 2048,
+            },
+        )
+        .is_err());
+    let p = r.peer;
+    for round in 0..2u32 {
+        for (port, want) in [(PORT, 16 * 1024u16), (8080, 2048)] {
+            r.send(p.syn(40000 + round as u16, port, 1000));
+            let got = r.pump();
+            let synack = got
+                .iter()
+                .find(|g| g.seg.syn && g.seg.ack)
+                .expect("SYN-ACK");
+            assert_eq!(synack.seg.window, want, "port {port}");
+            // Abandon the handshake with a RST so the socket returns to its pool.
+            r.send(p.rst(40000 + round as u16, port, 1001, None));
+            r.pump();
+        }
+    }
+    assert_eq!(r.eng.flow_count(), 0);
 }
