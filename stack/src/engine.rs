@@ -177,6 +177,9 @@ struct Flow {
     timer_seq: u32,
 }
 
+/// A Closed TCP socket in its own one-socket set, buffers kept, ready for reuse.
+type PooledSocket = (SocketSet<'static>, SocketHandle);
+
 struct Slot {
     gen: u32,
     flow: Option<Flow>,
@@ -195,7 +198,7 @@ struct Core<A: App> {
     free_slots: Vec<u32>,
     /// Recycled one-socket sets (socket Closed, buffers kept): no allocation per connection.
     /// Keyed by (receive, send) buffer size: listeners may differ.
-    pools: Vec<((usize, usize), Vec<(SocketSet<'static>, SocketHandle)>)>,
+    pools: Vec<((usize, usize), Vec<PooledSocket>)>,
     timers: TimerWheel,
     timer_seq: u32,
     /// Scratch list of flows a timer event made runnable (kept to avoid allocation).
@@ -617,7 +620,7 @@ impl<A: App> Core<A> {
         self.mark_dirty(idx, gen);
     }
 
-    fn pool(&mut self, bufs: (usize, usize)) -> &mut Vec<(SocketSet<'static>, SocketHandle)> {
+    fn pool(&mut self, bufs: (usize, usize)) -> &mut Vec<PooledSocket> {
         let i = match self.pools.iter().position(|(k, _)| *k == bufs) {
             Some(i) => i,
             None => {
