@@ -11,11 +11,14 @@ pub struct Echo {
 }
 
 impl App for Echo {
-    fn on_data(&mut self, c: &mut Conn<'_>, data: &[u8]) -> usize {
+    type ConnState = ();
+    type Done = ();
+
+    fn on_data(&mut self, c: &mut Conn<'_, Self>, data: &[u8]) -> usize {
         c.send(data)
     }
 
-    fn on_closed(&mut self, _id: ConnId, reason: CloseReason) {
+    fn on_closed(&mut self, _id: ConnId, _state: (), reason: CloseReason) {
         self.conns_closed += 1;
         if reason == CloseReason::Reset {
             self.resets += 1;

@@ -239,7 +239,7 @@ fn serve(a: Serve) -> Result<(), String> {
         });
     }
     let mut engine = Engine::new(
-        XdpLink { port },
+        XdpLink::new(port),
         ecfg,
         Echo::default(),
         Instant::from_millis(0),

@@ -1,12 +1,33 @@
 //! The thin newtype that makes the driver's AF_XDP [`Port`] the stack's [`Link`].
 
-use c10m_driver::{Port, Tx};
+use c10m_driver::{Port, Tx, Waker};
 use c10m_stack::{Link, LinkCaps, TxSink};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// An AF_XDP port seen as a stack link.
 pub struct XdpLink {
     pub port: Port,
+    waker: Option<Arc<Waker>>,
+}
+
+impl XdpLink {
+    /// Wrap a port; an eventfd lets pool workers wake the engine when it sleeps (if the
+    /// eventfd cannot be made, pool results wait for the next frame or timer instead).
+    pub fn new(mut port: Port) -> XdpLink {
+        let waker = match Waker::new() {
+            Ok(w) => {
+                let w = Arc::new(w);
+                port.set_waker(w.clone());
+                Some(w)
+            }
+            Err(e) => {
+                log::warn!("no eventfd for pool wake-ups ({e}); results wait for the next poll");
+                None
+            }
+        };
+        XdpLink { port, waker }
+    }
 }
 
 /// The port's transmit side, borrowed.
@@ -52,6 +73,11 @@ impl Link for XdpLink {
         let _ = self.port.wait(timeout);
     }
 
+    fn notifier(&self) -> Option<Box<dyn Fn() + Send + Sync>> {
+        let w = self.waker.clone()?;
+        Some(Box::new(move || w.wake()))
+    }
+
     fn counters(&self) -> Vec<(&'static str, u64)> {
         let s = self.port.stats();
         vec![
@@ -69,6 +95,7 @@ impl Link for XdpLink {
             ("port_tx_oversize", s.tx_oversize),
             ("port_bad_descs", s.bad_descs),
             ("port_idle_polls", s.idle_polls),
+            ("port_idle_wakes", s.idle_wakes),
             ("kernel_rx_dropped", s.k_rx_dropped),
             ("kernel_rx_invalid_descs", s.k_rx_invalid_descs),
             ("kernel_tx_invalid_descs", s.k_tx_invalid_descs),

@@ -46,6 +46,7 @@ pub mod prog;
 mod ring;
 mod sys;
 pub mod testing;
+mod waker;
 mod xdp;
 mod xsk;
 
@@ -53,6 +54,7 @@ pub use config::{AttachMode, PortConfig, XdpMode, MAX_STEER_ADDRS};
 pub use error::{DriverError, ForeignAttach};
 pub use frame::FrameCounts;
 pub use port::{Frame, Port, PortStats, Tx};
+pub use waker::Waker;
 
 #[cfg(test)]
 mod tests {

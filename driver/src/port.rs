@@ -42,6 +42,8 @@ pub struct PortStats {
     pub bad_descs: u64,
     /// poll() calls made by [`Port::wait`] (the idle path, not the data path).
     pub idle_polls: u64,
+    /// `wait()` calls ended early by the [`crate::Waker`].
+    pub idle_wakes: u64,
     /// Kernel: frames dropped for other reasons than a full RxRing or empty FillRing.
     pub k_rx_dropped: u64,
     /// Kernel: invalid descriptors on the FillRing.
@@ -268,6 +270,7 @@ pub struct Port {
     side: TxSide,
     fill_target: u32,
     pub(crate) info: PortInfo,
+    waker: Option<std::sync::Arc<crate::Waker>>,
 }
 
 /// The four rings and the UMEM of a socket (or of the fake kernel's memory).
@@ -305,6 +308,7 @@ impl Port {
             },
             fill_target,
             info,
+            waker: None,
         };
         port.refill();
         port
@@ -343,16 +347,35 @@ impl Port {
     pub fn wait(&mut self, timeout: Option<std::time::Duration>) -> bool {
         let Some(s) = &self.sock else { return false };
         let ms = timeout.map_or(-1, |t| t.as_millis().clamp(1, i32::MAX as u128) as i32);
-        let mut pfd = libc::pollfd {
-            fd: s.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut pfds = [
+            libc::pollfd {
+                fd: s.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.waker.as_ref().map_or(-1, |w| w.raw()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
         self.side.st.idle_polls += 1;
-        // SAFETY: `pfd` is a valid pollfd on our stack for the duration of the call and
-        // nfds is 1; the fd is a live socket this port owns.
-        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-        rc > 0 && pfd.revents & libc::POLLIN != 0
+        let n = if self.waker.is_some() { 2 } else { 1 };
+        // SAFETY: `pfds` is a valid array of at least `n` pollfds on our stack for the
+        // duration of the call; the fds are a live socket and eventfd this port holds.
+        let rc = unsafe { libc::poll(pfds.as_mut_ptr(), n, ms) };
+        if rc > 0 && pfds[1].revents & libc::POLLIN != 0 {
+            if let Some(w) = &self.waker {
+                w.drain();
+            }
+            self.side.st.idle_wakes += 1;
+        }
+        rc > 0 && pfds[0].revents & libc::POLLIN != 0
+    }
+
+    /// Let `waker` end this port's `wait()` early (from any thread).
+    pub fn set_waker(&mut self, waker: std::sync::Arc<crate::Waker>) {
+        self.waker = Some(waker);
     }
 
     /// UMEM frame size in bytes.

@@ -6,10 +6,11 @@
 //! demultiplexes by 4-tuple in its own hash table: a call into smoltcp only ever sees
 //! the flow at hand (or the small shared set of UDP sockets). See ../shared/DESIGN.md.
 
-use crate::app::{App, CloseReason, Conn, ConnId, Datagram};
+use crate::app::{App, CloseReason, Conn, ConnFlags, ConnId, Datagram};
 use crate::device::{OneFrame, TxDrops, TxOnly};
 use crate::link::{Link, TxSink};
 use crate::neigh;
+use crate::offload::{OffloadPort, Pool};
 use crate::stats::Stats;
 use crate::timer::TimerWheel;
 use crate::wire::{classify, Class, FourTuple};
@@ -164,25 +165,49 @@ enum Phase {
     Done,
 }
 
-struct Flow {
+struct Flow<S> {
     key: FourTuple,
     set: SocketSet<'static>,
     handle: SocketHandle,
     phase: Phase,
     dirty: bool,
-    want_writable: bool,
-    aborted: bool,
+    flags: ConnFlags,
     rst_seen: bool,
     fin_told: bool,
     timer_seq: u32,
+    /// The app's timer (`Conn::set_timer`).
+    app_timer: Option<Instant>,
+    state: S,
+}
+
+impl<S> Flow<S> {
+    /// The app's view of this flow, lent to one callback.
+    fn conn<'a, A: App<ConnState = S>>(
+        &'a mut self,
+        id: ConnId,
+        now: Instant,
+        offload: Option<&'a mut OffloadPort<A::Done>>,
+        offloads: &'a mut u32,
+    ) -> Conn<'a, A> {
+        Conn {
+            id,
+            sock: self.set.get_mut::<tcp::Socket>(self.handle),
+            flags: &mut self.flags,
+            state: &mut self.state,
+            timer: &mut self.app_timer,
+            now,
+            offload,
+            offloads,
+        }
+    }
 }
 
 /// A Closed TCP socket in its own one-socket set, buffers kept, ready for reuse.
 type PooledSocket = (SocketSet<'static>, SocketHandle);
 
-struct Slot {
+struct Slot<S> {
     gen: u32,
-    flow: Option<Flow>,
+    flow: Option<Flow<S>>,
 }
 
 struct Core<A: App> {
@@ -194,7 +219,7 @@ struct Core<A: App> {
     misc_deadline: Option<Instant>,
     listeners: FxHashMap<u16, Listener>,
     table: FxHashMap<FourTuple, u32>,
-    slots: Vec<Slot>,
+    slots: Vec<Slot<A::ConnState>>,
     free_slots: Vec<u32>,
     /// Recycled one-socket sets (socket Closed, buffers kept): no allocation per connection.
     /// Keyed by (receive, send) buffer size: listeners may differ.
@@ -210,7 +235,44 @@ struct Core<A: App> {
     drops: TxDrops,
     max_frame: usize,
     stats: Stats,
+    /// This engine's end of the processor pool, if one is attached.
+    offload: Option<OffloadPort<A::Done>>,
+    /// Jobs submitted through `Conn::offload` (a u32 lent to callbacks).
+    offloads: u32,
+    /// Callbacks longer than this are counted and logged (None: not measured).
+    budget: Option<std::time::Duration>,
     app: A,
+}
+
+/// Run one app callback, measuring it against the budget: a callback that runs long
+/// stalls every connection of this engine, so it is counted and logged with the app and
+/// connection to find it.
+macro_rules! timed {
+    ($core:expr, $id:expr, $what:literal, $call:expr) => {{
+        match $core.budget {
+            None => $call,
+            Some(budget) => {
+                let t0 = std::time::Instant::now();
+                let r = $call;
+                let took = t0.elapsed();
+                if took > budget {
+                    $core.stats.slow_callbacks += 1;
+                    if $core.stats.slow_callbacks.is_power_of_two() {
+                        log::warn!(
+                            "slow callback: {}::{} on {} took {:?} (budget {:?}; {} so far)",
+                            $core.app.name(),
+                            $what,
+                            $id,
+                            took,
+                            budget,
+                            $core.stats.slow_callbacks
+                        );
+                    }
+                }
+                r
+            }
+        }
+    }};
 }
 
 /// A per-core engine over link `L` running application `A`.
@@ -273,6 +335,9 @@ impl<L: Link, A: App> Engine<L, A> {
             drops,
             max_frame,
             stats: Stats::default(),
+            offload: None,
+            offloads: 0,
+            budget: Some(std::time::Duration::from_millis(1)),
             app,
             cfg,
         };
@@ -380,23 +445,22 @@ impl<L: Link, A: App> Engine<L, A> {
     /// Run `f` on a live connection from outside a callback (e.g. a client that sends on
     /// a timer of its own). None if the connection is gone. Work it queues is sent in the
     /// next `poll`.
-    pub fn with_conn<R>(&mut self, id: ConnId, f: impl FnOnce(&mut Conn<'_>) -> R) -> Option<R> {
+    pub fn with_conn<R>(
+        &mut self,
+        id: ConnId,
+        now: Instant,
+        f: impl FnOnce(&mut Conn<'_, A>) -> R,
+    ) -> Option<R> {
         let c = &mut self.core;
         let slot = c.slots.get_mut(id.idx as usize)?;
         if slot.gen != id.gen {
             return None;
         }
         let fl = slot.flow.as_mut()?;
-        if fl.phase != Phase::Open || fl.aborted {
+        if fl.phase != Phase::Open || fl.flags.aborted {
             return None;
         }
-        let sock = fl.set.get_mut::<tcp::Socket>(fl.handle);
-        let mut conn = Conn {
-            id,
-            sock,
-            want_writable: &mut fl.want_writable,
-            aborted: &mut fl.aborted,
-        };
+        let mut conn = fl.conn(id, now, c.offload.as_mut(), &mut c.offloads);
         let r = f(&mut conn);
         c.mark_dirty(id.idx, id.gen);
         Some(r)
@@ -404,8 +468,24 @@ impl<L: Link, A: App> Engine<L, A> {
 
     /// Queue bytes on a connection from outside a callback; how many were queued (0 if the
     /// connection is gone).
-    pub fn send(&mut self, id: ConnId, data: &[u8]) -> usize {
-        self.with_conn(id, |c| c.send(data)).unwrap_or(0)
+    pub fn send(&mut self, id: ConnId, data: &[u8], now: Instant) -> usize {
+        self.with_conn(id, now, |c| c.send(data)).unwrap_or(0)
+    }
+
+    /// Attach a processor pool: connections may `offload` jobs (at most `in_flight` of this
+    /// engine's at once) and their results come back to `App::on_done` from this loop.
+    pub fn attach_pool(&mut self, pool: &Pool, in_flight: usize) {
+        let port = pool.port::<A::Done>(in_flight);
+        if let Some(notify) = self.link.notifier() {
+            port.wake.set_notify(notify);
+        }
+        self.core.offload = Some(port);
+    }
+
+    /// Measure every callback against `budget` (None: don't), counting and logging those
+    /// that exceed it.
+    pub fn set_callback_budget(&mut self, budget: Option<std::time::Duration>) {
+        self.core.budget = budget;
     }
 
     pub fn app(&self) -> &A {
@@ -430,6 +510,7 @@ impl<L: Link, A: App> Engine<L, A> {
         let mut v = self.core.stats.counters();
         v.push(("tx_no_buffer", self.core.drops.no_buffer));
         v.push(("flows_active", self.core.table.len() as u64));
+        v.push(("offloads", self.core.offloads as u64));
         v.extend(self.link.counters());
         v
     }
@@ -446,6 +527,7 @@ impl<L: Link, A: App> Engine<L, A> {
         let mut work = n > 0;
         let mut sink = self.link.sink();
         core.refresh_gateways(now, &mut sink);
+        work |= core.drain_offload(now);
         work |= core.run_timers(now);
         work |= core.service_dirty(now, &mut sink);
         work |= core.service_misc(now, &mut sink);
@@ -480,8 +562,20 @@ impl<L: Link, A: App> Engine<L, A> {
                     )
                 });
                 if !wait.is_zero() {
-                    self.core.stats.idle_sleeps += 1;
-                    self.link.wait(Some(wait));
+                    // Tell pool workers we sleep, then look once more (a result pushed
+                    // before the flag was visible would otherwise wait for the timeout).
+                    let wake = self.core.offload.as_ref().map(|p| p.wake.clone());
+                    if let Some(w) = &wake {
+                        w.sleeping.store(true, Ordering::SeqCst);
+                    }
+                    let pending = self.core.offload.as_ref().is_some_and(|p| p.has_results());
+                    if !pending {
+                        self.core.stats.idle_sleeps += 1;
+                        self.link.wait(Some(wait));
+                    }
+                    if let Some(w) = &wake {
+                        w.sleeping.store(false, Ordering::SeqCst);
+                    }
                 }
             }
         }
@@ -679,11 +773,12 @@ impl<A: App> Core<A> {
             handle,
             phase,
             dirty: false,
-            want_writable: false,
-            aborted: false,
+            flags: ConnFlags::default(),
             rst_seen: false,
             fin_told: false,
             timer_seq: 0,
+            app_timer: None,
+            state: Default::default(),
         });
         self.table.insert(key, idx);
         idx
@@ -830,11 +925,11 @@ impl<A: App> Core<A> {
             .flow
             .as_mut()
             .expect("caller checked");
-        let sock = f.set.get_mut::<tcp::Socket>(f.handle);
         use tcp::State::*;
+        let state = f.set.get::<tcp::Socket>(f.handle).state();
 
         if f.phase == Phase::HalfOpen {
-            match sock.state() {
+            match state {
                 SynReceived => {}
                 Listen | Closed => {
                     // RST in SYN-RECEIVED (RFC 9293 3.10.7.4) sends smoltcp back to Listen;
@@ -852,59 +947,49 @@ impl<A: App> Core<A> {
                         l.half_open -= 1;
                     }
                     f.phase = Phase::Open;
-                    sock.set_timeout(self.cfg.user_timeout);
+                    f.set
+                        .get_mut::<tcp::Socket>(f.handle)
+                        .set_timeout(self.cfg.user_timeout);
                     self.stats.accepted += 1;
-                    let mut c = Conn {
-                        id,
-                        sock,
-                        want_writable: &mut f.want_writable,
-                        aborted: &mut f.aborted,
-                    };
-                    if !self.app.on_accept(&mut c) {
+                    let mut c = f.conn(id, now, self.offload.as_mut(), &mut self.offloads);
+                    if !timed!(self, id, "on_accept", self.app.on_accept(&mut c)) {
                         c.abort();
                         self.stats.refused_by_app += 1;
                     }
                 }
             }
+        } else if f.phase == Phase::Connecting && !matches!(state, SynSent | SynReceived | Closed) {
+            // (Closed: the handshake failed; reported below as closed.)
+            f.phase = Phase::Open;
+            let mut c = f.conn(id, now, self.offload.as_mut(), &mut self.offloads);
+            timed!(self, id, "on_connected", self.app.on_connected(&mut c));
         }
 
-        if f.phase == Phase::Connecting {
-            let sock = f.set.get_mut::<tcp::Socket>(f.handle);
-            match sock.state() {
-                SynSent | SynReceived => {}
-                Closed => {} // handshake failed: reported below as closed
-                _ => {
-                    f.phase = Phase::Open;
-                    let mut c = Conn {
-                        id,
-                        sock,
-                        want_writable: &mut f.want_writable,
-                        aborted: &mut f.aborted,
-                    };
-                    self.app.on_connected(&mut c);
-                }
+        if f.phase == Phase::Open && !f.flags.aborted {
+            if f.app_timer.is_some_and(|t| t <= now) {
+                f.app_timer = None;
+                let mut c = f.conn(id, now, self.offload.as_mut(), &mut self.offloads);
+                timed!(self, id, "on_timer", self.app.on_timer(&mut c));
             }
-        }
-
-        let sock = f.set.get_mut::<tcp::Socket>(f.handle);
-        if f.phase == Phase::Open && !f.aborted {
             // Offer buffered bytes until the app stops consuming.
-            while sock.can_recv() {
+            while !f.flags.aborted && f.set.get::<tcp::Socket>(f.handle).can_recv() {
+                let sock = f.set.get_mut::<tcp::Socket>(f.handle);
                 let n = sock.peek_slice(&mut self.scratch).unwrap_or(0);
                 if n == 0 {
                     break;
                 }
-                let mut c = Conn {
+                let mut c = f.conn(id, now, self.offload.as_mut(), &mut self.offloads);
+                let used = timed!(
+                    self,
                     id,
-                    sock,
-                    want_writable: &mut f.want_writable,
-                    aborted: &mut f.aborted,
-                };
-                let used = self.app.on_data(&mut c, &self.scratch[..n]).min(n);
-                let sock = c.sock;
+                    "on_data",
+                    self.app.on_data(&mut c, &self.scratch[..n])
+                )
+                .min(n);
                 if used > 0 {
                     // The receive buffer is a ring: `recv` sees one contiguous piece at
                     // a time, so dropping `used` bytes may take two calls.
+                    let sock = f.set.get_mut::<tcp::Socket>(f.handle);
                     let mut left = used;
                     while left > 0 {
                         match sock.recv(|buf| {
@@ -917,36 +1002,28 @@ impl<A: App> Core<A> {
                     }
                     self.stats.app_bytes_in += used as u64;
                 }
-                if used < n || f.aborted {
+                if used < n {
                     break;
                 }
             }
-            let sock = f.set.get_mut::<tcp::Socket>(f.handle);
-            if f.want_writable && !f.aborted && sock.can_send() {
-                f.want_writable = false;
-                let mut c = Conn {
-                    id,
-                    sock,
-                    want_writable: &mut f.want_writable,
-                    aborted: &mut f.aborted,
-                };
-                self.app.on_writable(&mut c);
+            if f.flags.want_writable
+                && !f.flags.aborted
+                && f.set.get::<tcp::Socket>(f.handle).can_send()
+            {
+                f.flags.want_writable = false;
+                let mut c = f.conn(id, now, self.offload.as_mut(), &mut self.offloads);
+                timed!(self, id, "on_writable", self.app.on_writable(&mut c));
             }
-            let sock = f.set.get_mut::<tcp::Socket>(f.handle);
+            let sock = f.set.get::<tcp::Socket>(f.handle);
             if !f.fin_told
-                && !f.aborted
+                && !f.flags.aborted
                 && !sock.may_recv()
                 && sock.recv_queue() == 0
                 && matches!(sock.state(), CloseWait | LastAck | Closing | TimeWait)
             {
                 f.fin_told = true;
-                let mut c = Conn {
-                    id,
-                    sock,
-                    want_writable: &mut f.want_writable,
-                    aborted: &mut f.aborted,
-                };
-                self.app.on_peer_fin(&mut c);
+                let mut c = f.conn(id, now, self.offload.as_mut(), &mut self.offloads);
+                timed!(self, id, "on_peer_fin", self.app.on_peer_fin(&mut c));
             }
         }
 
@@ -971,8 +1048,7 @@ impl<A: App> Core<A> {
         let state = f.set.get::<tcp::Socket>(f.handle).state();
         let live = matches!(f.phase, Phase::Open | Phase::Connecting);
         if live && matches!(state, Closed | TimeWait) {
-            f.phase = Phase::Done;
-            let reason = if f.aborted {
+            let reason = if f.flags.aborted {
                 CloseReason::Aborted
             } else if state == TimeWait {
                 CloseReason::Normal
@@ -983,8 +1059,15 @@ impl<A: App> Core<A> {
             } else {
                 CloseReason::TimedOut
             };
+            let was_connecting = f.phase == Phase::Connecting;
+            f.phase = Phase::Done;
+            f.app_timer = None;
             self.stats.count_close(reason);
-            self.app.on_closed(id, reason);
+            if was_connecting {
+                self.stats.connects_failed += 1;
+            }
+            let st = std::mem::take(&mut f.state);
+            timed!(self, id, "on_closed", self.app.on_closed(id, st, reason));
         }
         if state == Closed {
             if f.phase == Phase::HalfOpen {
@@ -999,8 +1082,13 @@ impl<A: App> Core<A> {
             return;
         }
 
-        // Re-arm: smoltcp says when this flow next needs egress without input.
-        match self.iface.poll_at(now, &f.set) {
+        // Re-arm: the earlier of smoltcp's next deadline (retransmit, delayed ACK,
+        // keep-alive, TIME-WAIT...) and the app's timer.
+        let next = match (self.iface.poll_at(now, &f.set), f.app_timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match next {
             None => {}
             Some(t) if t <= now || quota == 0 => {
                 f.dirty = true;
@@ -1012,6 +1100,31 @@ impl<A: App> Core<A> {
                 self.timers.arm(ms(t), idx, self.timer_seq);
             }
         }
+    }
+
+    /// Hand finished pool jobs to `on_done` of their connections, on this loop.
+    fn drain_offload(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        while let Some((id, done)) = self.offload.as_mut().and_then(|p| p.pop()) {
+            any = true;
+            let live = self
+                .slots
+                .get_mut(id.idx as usize)
+                .filter(|s| s.gen == id.gen)
+                .and_then(|s| s.flow.as_mut())
+                .filter(|f| f.phase == Phase::Open && !f.flags.aborted);
+            let Some(f) = live else {
+                // The connection closed while its job ran: drop the result.
+                self.stats.offload_results_dropped += 1;
+                continue;
+            };
+            self.stats.offload_results += 1;
+            let mut c = f.conn(id, now, self.offload.as_mut(), &mut self.offloads);
+            timed!(self, id, "on_done", self.app.on_done(&mut c, done));
+            // Egress for what it queued, and offer data it may have left waiting.
+            self.mark_dirty(id.idx, id.gen);
+        }
+        any
     }
 
     fn remove_flow(&mut self, idx: u32) {

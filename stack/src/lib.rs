@@ -13,6 +13,7 @@ pub mod engine;
 pub mod link;
 pub mod memlink;
 pub mod neigh;
+pub mod offload;
 pub mod stats;
 /// A raw TCP peer (frame builder and parser) for tests and benchmarks.
 pub mod testkit;
@@ -23,5 +24,6 @@ pub use app::{App, CloseReason, Conn, ConnId, Datagram};
 pub use engine::{BindError, ConnectError, Engine, EngineConfig, Idle, ListenOptions};
 pub use link::{Link, LinkCaps, TxSink};
 pub use memlink::MemLink;
+pub use offload::{OffloadError, Pool};
 pub use smoltcp;
 pub use stats::Stats;

@@ -37,6 +37,11 @@ pub trait Link {
     /// Block until a frame may be ready or `timeout` passes (None: no limit). Links that
     /// cannot block return at once; the default does that.
     fn wait(&mut self, _timeout: Option<Duration>) {}
+    /// Something a worker thread may call to make a blocked `wait` return early (e.g. to
+    /// deliver a processor-pool result). None: `wait` only ends by frame or timeout.
+    fn notifier(&self) -> Option<Box<dyn Fn() + Send + Sync>> {
+        None
+    }
     /// Link-level counters as (name, value) pairs, merged into the engine's report.
     fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()

@@ -34,7 +34,7 @@ counters! {
     drop_syn_rejected,
     /// TCP segments for no flow (answered by RST where RFC 9293 says so).
     tcp_no_flow,
-    syn_accepted, handshakes_failed, accepted, refused_by_app, connects,
+    syn_accepted, handshakes_failed, accepted, refused_by_app, connects, connects_failed,
     flows_closed, closed_normal, closed_reset, closed_timeout, closed_aborted,
     timers_fired,
     /// Flows run early because a neighbour (ARP/NDP) was learned.
@@ -43,6 +43,10 @@ counters! {
     gateway_refreshes,
     app_bytes_in,
     udp_in, udp_tx_full,
+    /// Pool results handed to `on_done`, and those dropped because the flow was gone.
+    offload_results, offload_results_dropped,
+    /// Callbacks that exceeded the engine's callback budget.
+    slow_callbacks,
     internal_errors,
 }
 

@@ -14,10 +14,13 @@ struct Echo {
 }
 
 impl App for Echo {
-    fn on_data(&mut self, c: &mut Conn<'_>, data: &[u8]) -> usize {
+    type ConnState = ();
+    type Done = ();
+
+    fn on_data(&mut self, c: &mut Conn<'_, Self>, data: &[u8]) -> usize {
         c.send(data)
     }
-    fn on_closed(&mut self, _id: ConnId, r: CloseReason) {
+    fn on_closed(&mut self, _id: ConnId, _state: (), r: CloseReason) {
         self.closed.push(r);
     }
     fn on_datagram(&mut self, d: &mut Datagram<'_>, data: &[u8]) {
@@ -36,7 +39,7 @@ struct Client {
 }
 
 impl Client {
-    fn push(&mut self, c: &mut Conn<'_>) {
+    fn push(&mut self, c: &mut Conn<'_, Self>) {
         let st = self.conns.get_mut(&c.id()).unwrap();
         while st.0 < self.payload.len() {
             let n = c.send(&self.payload[st.0..]);
@@ -49,15 +52,18 @@ impl Client {
 }
 
 impl App for Client {
-    fn on_connected(&mut self, c: &mut Conn<'_>) {
+    type ConnState = ();
+    type Done = ();
+
+    fn on_connected(&mut self, c: &mut Conn<'_, Self>) {
         self.connected += 1;
         self.conns.insert(c.id(), (0, 0, Sha256::new()));
         self.push(c);
     }
-    fn on_writable(&mut self, c: &mut Conn<'_>) {
+    fn on_writable(&mut self, c: &mut Conn<'_, Self>) {
         self.push(c);
     }
-    fn on_data(&mut self, c: &mut Conn<'_>, data: &[u8]) -> usize {
+    fn on_data(&mut self, c: &mut Conn<'_, Self>, data: &[u8]) -> usize {
         let total = self.payload.len();
         let st = self.conns.get_mut(&c.id()).unwrap();
         st.1 += data.len();
@@ -69,7 +75,7 @@ impl App for Client {
         }
         data.len()
     }
-    fn on_closed(&mut self, _id: ConnId, r: CloseReason) {
+    fn on_closed(&mut self, _id: ConnId, _state: (), r: CloseReason) {
         self.closed.push(r);
     }
 }
@@ -255,7 +261,10 @@ fn garbage_frames_are_counted_not_fatal() {
 struct Dribble;
 
 impl App for Dribble {
-    fn on_data(&mut self, c: &mut Conn<'_>, data: &[u8]) -> usize {
+    type ConnState = ();
+    type Done = ();
+
+    fn on_data(&mut self, c: &mut Conn<'_, Self>, data: &[u8]) -> usize {
         c.send(&data[..data.len().min(777)])
     }
 }
@@ -328,10 +337,13 @@ struct Pinger {
 }
 
 impl App for Pinger {
-    fn on_connected(&mut self, c: &mut Conn<'_>) {
+    type ConnState = ();
+    type Done = ();
+
+    fn on_connected(&mut self, c: &mut Conn<'_, Self>) {
         self.conn = Some(c.id());
     }
-    fn on_data(&mut self, _c: &mut Conn<'_>, data: &[u8]) -> usize {
+    fn on_data(&mut self, _c: &mut Conn<'_, Self>, data: &[u8]) -> usize {
         if let Some(s) = self.sent_at.take() {
             self.rtts.push(self.now - s);
         }
@@ -372,7 +384,7 @@ fn gateway_entry_is_refreshed_under_traffic() {
         c.app_mut().now = t;
         if t % 100 == 0 && c.app().sent_at.is_none() {
             if let Some(id) = c.app().conn {
-                assert_eq!(c.send(id, b"ping"), 4);
+                assert_eq!(c.send(id, b"ping", Instant::from_millis(t)), 4);
                 c.app_mut().sent_at = Some(t);
             }
         }

@@ -31,18 +31,21 @@ struct Echo {
 }
 
 impl App for Echo {
-    fn on_accept(&mut self, _c: &mut Conn<'_>) -> bool {
+    type ConnState = ();
+    type Done = ();
+
+    fn on_accept(&mut self, _c: &mut Conn<'_, Self>) -> bool {
         self.accepted += 1;
         true
     }
-    fn on_data(&mut self, c: &mut Conn<'_>, data: &[u8]) -> usize {
+    fn on_data(&mut self, c: &mut Conn<'_, Self>, data: &[u8]) -> usize {
         c.send(data)
     }
-    fn on_peer_fin(&mut self, c: &mut Conn<'_>) {
+    fn on_peer_fin(&mut self, c: &mut Conn<'_, Self>) {
         self.peer_fins += 1;
         c.close();
     }
-    fn on_closed(&mut self, _id: ConnId, r: CloseReason) {
+    fn on_closed(&mut self, _id: ConnId, _state: (), r: CloseReason) {
         self.closed.push(r);
     }
 }
