@@ -3,4 +3,5 @@
 //! its `c10m` binary) is the one place that names both the driver and the stack.
 
 pub mod echo;
+pub mod hash;
 pub mod xdp_link;

@@ -1,10 +1,10 @@
 //! `c10m`: the command line. `c10m serve` binds an AF_XDP port on one NIC queue, runs a
 //! per-core engine over it and serves an application.
 
-use c10m_apps::{echo::Echo, xdp_link::XdpLink};
+use c10m_apps::{echo::Echo, hash::Hash, xdp_link::XdpLink};
 use c10m_driver::{AttachMode, Port, PortConfig, XdpMode};
 use c10m_stack::smoltcp::time::Instant;
-use c10m_stack::{Engine, EngineConfig, Idle};
+use c10m_stack::{App, Engine, EngineConfig, Idle, Pool};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::ExitCode;
@@ -16,6 +16,7 @@ use std::time::Duration;
 #[command(
     name = "c10m",
     version,
+    args_override_self = true,
     about = "Kernel-bypass TCP/IP stack service: AF_XDP + smoltcp, one engine per NIC queue",
     long_about = "Kernel-bypass TCP/IP stack service: AF_XDP + smoltcp, one engine per NIC queue.\n\n\
                   Quick start on the veth testbed (as root):\n  \
@@ -37,6 +38,9 @@ enum Cmd {
 enum AppKind {
     /// TCP and UDP echo (RFC 862) on --port.
     Echo,
+    /// SHA-256 of length-prefixed uploads (8-byte big-endian length, body up to 64 MiB;
+    /// answers 32 bytes), hashed chunk by chunk on the processor pool.
+    Hash,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -114,6 +118,22 @@ struct Serve {
     /// What the loop does when there is no work.
     #[arg(long, value_enum, default_value_t = IdleArg::Adaptive)]
     idle: IdleArg,
+    /// hash: compute on the event loop instead of the processor pool (to show why the pool
+    /// exists: every other connection of the core waits meanwhile).
+    #[arg(long)]
+    inline: bool,
+    /// hash: also serve TCP echo on this port, from the same engine.
+    #[arg(long)]
+    echo_port: Option<u16>,
+    /// Worker threads of the processor pool (CPU-heavy work such as hashing).
+    #[arg(long, default_value_t = 1)]
+    pool_threads: usize,
+    /// Jobs the processor pool queues at most; beyond it the app gets an error.
+    #[arg(long, default_value_t = 1024)]
+    pool_queue: usize,
+    /// Callbacks longer than this many microseconds are counted and logged (0: off).
+    #[arg(long, default_value_t = 1000)]
+    callback_budget_us: u64,
     /// Adaptive idle: microseconds to keep spinning after the last work before sleeping.
     #[arg(long, default_value_t = 200)]
     idle_spin_us: u64,
@@ -238,40 +258,53 @@ fn serve(a: Serve) -> Result<(), String> {
             stop.store(true, Ordering::Relaxed);
         });
     }
-    let mut engine = Engine::new(
-        XdpLink::new(port),
-        ecfg,
-        Echo::default(),
-        Instant::from_millis(0),
-    );
-    match a.app {
-        AppKind::Echo => {
-            engine
-                .listen(a.port, a.backlog)
-                .map_err(|e| e.to_string())?;
-            engine.udp_bind(a.port).map_err(|e| e.to_string())?;
-        }
-    }
+    let link = XdpLink::new(port);
     let addrs: Vec<String> =
         a.ip.map(|(ip, l)| format!("{ip}/{l}"))
             .into_iter()
             .chain(a.ip6.map(|(ip, l)| format!("{ip}/{l}")))
             .collect();
+    let what = match a.app {
+        AppKind::Echo => format!("echo on port {} (tcp+udp)", a.port),
+        AppKind::Hash => format!(
+            "hash on port {}{}{}",
+            a.port,
+            if a.inline {
+                " (inline: hashing on the loop)"
+            } else {
+                ""
+            },
+            a.echo_port
+                .map(|p| format!(", echo on port {p}"))
+                .unwrap_or_default()
+        ),
+    };
     eprintln!(
-        "c10m: serving echo on {} port {} (tcp+udp) via {} queue {}, XDP {mode}, {copy} mode, mac {}",
+        "c10m: serving {what} at {} via {} queue {}, XDP {mode}, {copy} mode, mac {}",
         addrs.join(" "),
-        a.port,
         a.iface,
         a.queue,
-        mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+        mac.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
     );
-    eprintln!("c10m: ready");
-    let idle = match a.idle {
-        IdleArg::Spin => Idle::Spin,
-        IdleArg::Adaptive => Idle::Adaptive,
+    let counters = match a.app {
+        AppKind::Echo => run_app(&a, link, ecfg, Echo::default(), &stop, |e| {
+            e.listen(a.port, a.backlog).map_err(|e| e.to_string())?;
+            e.udp_bind(a.port).map_err(|e| e.to_string())
+        })?,
+        AppKind::Hash => {
+            let app = Hash::new(a.inline, a.echo_port);
+            run_app(&a, link, ecfg, app, &stop, |e| {
+                e.listen(a.port, a.backlog).map_err(|e| e.to_string())?;
+                if let Some(p) = a.echo_port {
+                    e.listen(p, a.backlog).map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            })?
+        }
     };
-    engine.run(&stop, idle);
-    let counters = engine.counters();
     eprintln!("c10m: stopped; counters:");
     for (k, v) in &counters {
         eprintln!("{k} {v}");
@@ -285,6 +318,32 @@ fn serve(a: Serve) -> Result<(), String> {
             .map_err(|e| format!("writing --stats-json {}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// Build the engine for `app`, bind its ports, attach the processor pool, run until
+/// stopped; returns the final counters.
+fn run_app<A: App>(
+    a: &Serve,
+    link: XdpLink,
+    ecfg: EngineConfig,
+    app: A,
+    stop: &AtomicBool,
+    bind: impl FnOnce(&mut Engine<XdpLink, A>) -> Result<(), String>,
+) -> Result<Vec<(&'static str, u64)>, String> {
+    let mut engine = Engine::new(link, ecfg, app, Instant::from_millis(0));
+    bind(&mut engine)?;
+    let pool = Pool::new(a.pool_threads, a.pool_queue);
+    engine.attach_pool(&pool, a.pool_queue);
+    engine.set_callback_budget(
+        (a.callback_budget_us > 0).then(|| Duration::from_micros(a.callback_budget_us)),
+    );
+    eprintln!("c10m: ready");
+    let idle = match a.idle {
+        IdleArg::Spin => Idle::Spin,
+        IdleArg::Adaptive => Idle::Adaptive,
+    };
+    engine.run(stop, idle);
+    Ok(engine.counters())
 }
 
 /// Per-process seed for ISNs (smoltcp's `random_seed`): time and pid mixed.

@@ -75,6 +75,10 @@ pub trait App: Sized {
     fn on_closed(&mut self, _id: ConnId, _state: Self::ConnState, _reason: CloseReason) {}
     /// A UDP datagram arrived on a bound port.
     fn on_datagram(&mut self, _d: &mut Datagram<'_>, _data: &[u8]) {}
+    /// The app's own counters, reported with the engine's.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// A live connection, lent to a callback.

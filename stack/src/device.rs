@@ -5,6 +5,10 @@
 use crate::link::TxSink;
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol,
+    Ipv6Packet,
+};
 
 /// Counts frames smoltcp wanted to send but the link had no room for.
 #[derive(Default)]
@@ -13,6 +17,59 @@ pub struct TxDrops {
     /// Scratch space handed to smoltcp when the link is full: smoltcp's `TxToken`
     /// cannot fail, so the frame is built here and dropped.
     scratch: Vec<u8>,
+    /// Neighbours smoltcp is resolving: targets of the ARP requests and neighbour
+    /// solicitations it sent. Flows wait on them; an answer from one of them is worth
+    /// waking those flows for, anything else is not. Small and bounded.
+    pub resolving: Vec<IpAddress>,
+}
+
+/// Most neighbours tracked as being resolved at once.
+const MAX_RESOLVING: usize = 64;
+
+/// If `frame` is an ARP request or an NDP neighbour solicitation, its target.
+fn solicited_target(frame: &[u8]) -> Option<IpAddress> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    match eth.ethertype() {
+        EthernetProtocol::Arp => {
+            let arp = ArpPacket::new_checked(eth.payload()).ok()?;
+            match ArpRepr::parse(&arp).ok()? {
+                ArpRepr::EthernetIpv4 {
+                    operation: ArpOperation::Request,
+                    target_protocol_addr,
+                    ..
+                } => Some(IpAddress::Ipv4(target_protocol_addr)),
+                _ => None,
+            }
+        }
+        EthernetProtocol::Ipv6 => {
+            let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
+            if ip.next_header() != IpProtocol::Icmpv6 {
+                return None;
+            }
+            let p = ip.payload();
+            // ICMPv6 type 135 (NS): 4 bytes header, 4 reserved, then the target (RFC 4861 4.3).
+            if p.len() >= 24 && p[0] == 135 {
+                let t: [u8; 16] = p[8..24].try_into().ok()?;
+                return Some(IpAddress::Ipv6(t.into()));
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+impl TxDrops {
+    fn note_sent(&mut self, frame: &[u8]) {
+        // Cheap pre-filter: only ARP and IPv6 frames can be solicitations.
+        if frame.len() < 14 || !(frame[12..14] == [0x08, 0x06] || frame[12..14] == [0x86, 0xdd]) {
+            return;
+        }
+        if let Some(t) = solicited_target(frame) {
+            if !self.resolving.contains(&t) && self.resolving.len() < MAX_RESOLVING {
+                self.resolving.push(t);
+            }
+        }
+    }
 }
 
 fn caps(max_frame: usize) -> DeviceCapabilities {
@@ -63,7 +120,11 @@ pub struct Tx<'a, S: TxSink + ?Sized> {
 impl<S: TxSink + ?Sized> phy::TxToken for Tx<'_, S> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         match self.sink.frame(len) {
-            Some(buf) => f(buf),
+            Some(buf) => {
+                let r = f(buf);
+                self.drops.note_sent(buf);
+                r
+            }
             None => {
                 self.drops.no_buffer += 1;
                 self.drops.scratch.resize(len, 0);

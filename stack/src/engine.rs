@@ -175,6 +175,8 @@ struct Flow<S> {
     rst_seen: bool,
     fin_told: bool,
     timer_seq: u32,
+    /// Deadline (ms) of this flow's live wheel entry; u64::MAX when it has none.
+    timer_at: u64,
     /// The app's timer (`Conn::set_timer`).
     app_timer: Option<Instant>,
     state: S,
@@ -500,6 +502,12 @@ impl<L: Link, A: App> Engine<L, A> {
     pub fn stats(&self) -> &Stats {
         &self.core.stats
     }
+    /// Entries in the timer wheel (live and superseded), for tests and benches: stays near
+    /// the number of flows with a deadline.
+    pub fn timer_entries(&self) -> usize {
+        self.core.timers.len()
+    }
+
     /// Flows in the table (any state).
     pub fn flow_count(&self) -> usize {
         self.core.table.len()
@@ -512,6 +520,7 @@ impl<L: Link, A: App> Engine<L, A> {
         v.push(("flows_active", self.core.table.len() as u64));
         v.push(("offloads", self.core.offloads as u64));
         v.extend(self.link.counters());
+        v.extend(self.core.app.counters());
         v
     }
 
@@ -605,9 +614,16 @@ impl<A: App> Core<A> {
             Class::Other => {
                 self.ingress_misc(now, frame, sink);
             }
-            Class::Neighbor => {
+            Class::Neighbor { sender } => {
                 self.ingress_misc(now, frame, sink);
-                self.wake_neighbor_waiters(now);
+                // Only an answer from a neighbour smoltcp asked for can unblock flows;
+                // gratuitous ARP, broadcasts for other hosts, our gateway refresh: no.
+                if let Some(i) =
+                    sender.and_then(|ip| self.drops.resolving.iter().position(|r| *r == ip))
+                {
+                    self.drops.resolving.swap_remove(i);
+                    self.wake_neighbor_waiters(now);
+                }
             }
             Class::Tcp { key, syn, ack, rst } => {
                 if let Some(&idx) = self.table.get(&key) {
@@ -777,6 +793,7 @@ impl<A: App> Core<A> {
             rst_seen: false,
             fin_told: false,
             timer_seq: 0,
+            timer_at: u64::MAX,
             app_timer: None,
             state: Default::default(),
         });
@@ -835,6 +852,10 @@ impl<A: App> Core<A> {
         self.stats.neighbor_wakeups += self.fired.len() as u64;
         let fired = std::mem::take(&mut self.fired);
         for &(idx, gen) in &fired {
+            // Their wheel entries are gone: let the next re-arm place a new one.
+            if let Some(f) = self.slots[idx as usize].flow.as_mut() {
+                f.timer_at = u64::MAX;
+            }
             self.mark_dirty(idx, gen);
         }
         self.fired = fired;
@@ -1095,9 +1116,16 @@ impl<A: App> Core<A> {
                 self.dirty.push((idx, gen));
             }
             Some(t) => {
-                self.timer_seq = self.timer_seq.wrapping_add(1);
-                f.timer_seq = self.timer_seq;
-                self.timers.arm(ms(t), idx, self.timer_seq);
+                // Most segments move the deadline later (each ACK restarts the RTO). A live
+                // earlier entry still wakes the flow in time, and this re-arm runs again
+                // then; so arm only when earlier, keeping one entry per flow in the wheel.
+                let at = ms(t);
+                if at < f.timer_at || f.timer_at <= ms(now) {
+                    self.timer_seq = self.timer_seq.wrapping_add(1);
+                    f.timer_seq = self.timer_seq;
+                    f.timer_at = at;
+                    self.timers.arm(at, idx, self.timer_seq);
+                }
             }
         }
     }

@@ -12,37 +12,30 @@ use crossbeam::channel::{bounded, Sender, TrySendError};
 use crossbeam::queue::ArrayQueue;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 type Job = Box<dyn FnOnce() + Send>;
 
 /// A pool of worker threads shared by the engines of a process.
 pub struct Pool {
     jobs: Option<Sender<Job>>,
-    threads: Vec<JoinHandle<()>>,
 }
 
 impl Pool {
     /// `threads` workers taking jobs from a queue of at most `queue` waiting jobs.
     pub fn new(threads: usize, queue: usize) -> Pool {
         let (tx, rx) = bounded::<Job>(queue.max(1));
-        let threads = (0..threads.max(1))
-            .map(|i| {
-                let rx = rx.clone();
-                std::thread::Builder::new()
-                    .name(format!("c10m-pool-{i}"))
-                    .spawn(move || {
-                        for job in rx.iter() {
-                            job();
-                        }
-                    })
-                    .expect("spawning a pool thread")
-            })
-            .collect();
-        Pool {
-            jobs: Some(tx),
-            threads,
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("c10m-pool-{i}"))
+                .spawn(move || {
+                    for job in rx.iter() {
+                        job();
+                    }
+                })
+                .expect("spawning a pool thread");
         }
+        Pool { jobs: Some(tx) }
     }
 
     /// An engine's port into this pool, delivering results of type `D` back to it; at
@@ -58,11 +51,11 @@ impl Pool {
 }
 
 impl Drop for Pool {
+    /// Workers end when the last sender is gone: the pool's and every engine's port. They
+    /// are not joined here, because an engine (holding a port) may outlive the pool
+    /// value; a worker finishes the job it runs and then exits by itself.
     fn drop(&mut self) {
         self.jobs.take();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
     }
 }
 

@@ -3,8 +3,8 @@
 //! panic; anything odd is classified, counted by the caller and never allocates state.
 
 use smoltcp::wire::{
-    EthernetFrame, EthernetProtocol, IpAddress, IpEndpoint, IpProtocol, Ipv4Packet, Ipv6Packet,
-    TcpPacket,
+    ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, IpAddress, IpEndpoint, IpProtocol,
+    Ipv4Packet, Ipv6Packet, TcpPacket,
 };
 
 /// A TCP connection's identity as seen from the stack: (local, remote).
@@ -24,9 +24,9 @@ pub enum Class {
         ack: bool,
         rst: bool,
     },
-    /// ARP, or NDP neighbour solicitation/advertisement: handled by the shared set, and
-    /// may teach smoltcp a neighbour that flows are waiting for.
-    Neighbor,
+    /// ARP, or NDP neighbour solicitation/advertisement from `sender`: handled by the
+    /// shared set, and may teach smoltcp a neighbour that flows are waiting for.
+    Neighbor { sender: Option<IpAddress> },
     /// ICMP, UDP, IPv6 with extension headers...: handled by the shared socket set.
     Other,
     /// Cannot be parsed: too short, bad header length, unknown EtherType.
@@ -48,7 +48,18 @@ pub fn classify(frame: &[u8]) -> Class {
         return Class::Malformed(Malformed::Ethernet);
     };
     match eth.ethertype() {
-        EthernetProtocol::Arp => Class::Neighbor,
+        EthernetProtocol::Arp => Class::Neighbor {
+            sender: ArpPacket::new_checked(eth.payload())
+                .ok()
+                .and_then(|a| ArpRepr::parse(&a).ok())
+                .and_then(|r| match r {
+                    ArpRepr::EthernetIpv4 {
+                        source_protocol_addr,
+                        ..
+                    } => Some(IpAddress::Ipv4(source_protocol_addr)),
+                    _ => None,
+                }),
+        },
         EthernetProtocol::Ipv4 => {
             let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
                 return Class::Malformed(Malformed::Ipv4);
@@ -69,7 +80,9 @@ pub fn classify(frame: &[u8]) -> Class {
             if ip.next_header() == IpProtocol::Icmpv6 {
                 // ICMPv6 type 135 (NS) or 136 (NA), RFC 4861 4.3/4.4.
                 return match ip.payload().first() {
-                    Some(135 | 136) => Class::Neighbor,
+                    Some(135 | 136) => Class::Neighbor {
+                        sender: Some(IpAddress::Ipv6(ip.src_addr())),
+                    },
                     _ => Class::Other,
                 };
             }

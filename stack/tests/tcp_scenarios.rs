@@ -789,3 +789,39 @@ fn listeners_have_their_own_buffer_sizes() {
     }
     assert_eq!(r.eng.flow_count(), 0);
 }
+
+/// ARP that answers nothing the engine asked for (a broadcast for another host, a
+/// gratuitous ARP) must not wake every flow that has a timer: only an answer from a
+/// neighbour smoltcp is resolving may. And echo traffic keeps about one wheel entry per
+/// flow, however many segments go by (each ACK restarts the RTO).
+#[test]
+fn stray_arp_wakes_no_flows_and_wheel_stays_small() {
+    let mut r = Rig::new(64, |_| {});
+    let p = r.peer;
+    let mut flows: Vec<Tcb> = (0..20)
+        .map(|i| r.connect(p, 42000 + i, 1000 * i as u32))
+        .collect();
+    for round in 0..50 {
+        for c in flows.iter_mut() {
+            r.echo(c, format!("round {round}").as_bytes());
+        }
+    }
+    assert!(
+        r.eng.timer_entries() <= 2 * flows.len() + 4,
+        "{} wheel entries for {} flows after 1000 echoes",
+        r.eng.timer_entries(),
+        flows.len()
+    );
+    let before = r.eng.stats().neighbor_wakeups;
+    // Another host on the segment asks for a third host's address.
+    let other = p.with_ip(IpAddress::v4(198, 18, 0, 77));
+    let mut f = other.arp_request();
+    f[38..42].copy_from_slice(&[198, 18, 0, 99]); // target protocol address: not ours
+    r.send(f);
+    // And the peer re-announces itself (gratuitous).
+    r.send(p.arp_request());
+    r.pump();
+    assert_eq!(r.eng.stats().neighbor_wakeups, before);
+    // The flows still echo.
+    r.echo(&mut flows[0], b"still here");
+}
