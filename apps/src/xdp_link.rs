@@ -88,6 +88,7 @@ impl Link for XdpLink {
             ("port_fill_starved", s.fill_starved),
             ("port_tx_ring_full", s.tx_ring_full),
             ("port_tx_no_frame", s.tx_no_frame),
+            ("port_tx_batches", s.tx_batches),
             ("port_wakeups", s.wakeups),
             ("port_wakeup_transient", s.wakeup_transient),
             ("port_wakeup_errors", s.wakeup_errors),

@@ -42,6 +42,9 @@ pub struct PortStats {
     pub bad_descs: u64,
     /// poll() calls made by [`Port::wait`] (the idle path, not the data path).
     pub idle_polls: u64,
+    /// `flush()` calls that submitted at least one frame: the bound for `wakeups` (at
+    /// most one TX kick per batch).
+    pub tx_batches: u64,
     /// `wait()` calls ended early by the [`crate::Waker`].
     pub idle_wakes: u64,
     /// Kernel: frames dropped for other reasons than a full RxRing or empty FillRing.
@@ -535,6 +538,9 @@ impl Port {
             debug_assert!(moved, "TxRing slot without a TxPending frame");
             side.st.tx_packets += 1;
             side.st.tx_bytes += u64::from(d.len);
+        }
+        if n > 0 {
+            side.st.tx_batches += 1;
         }
         side.tx.submit();
         // Reap first: no kick is needed for frames the kernel has already completed.
