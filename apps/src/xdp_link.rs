@@ -37,6 +37,9 @@ impl TxSink for XdpSink<'_> {
     fn frame(&mut self, len: usize) -> Option<&mut [u8]> {
         self.0.frame(len)
     }
+    fn has_room(&mut self) -> bool {
+        self.0.has_room()
+    }
 }
 
 struct TxRef<'a, 'b>(&'a mut Tx<'b>);
@@ -44,6 +47,9 @@ struct TxRef<'a, 'b>(&'a mut Tx<'b>);
 impl TxSink for TxRef<'_, '_> {
     fn frame(&mut self, len: usize) -> Option<&mut [u8]> {
         self.0.frame(len)
+    }
+    fn has_room(&mut self) -> bool {
+        self.0.has_room()
     }
 }
 

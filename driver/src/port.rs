@@ -242,6 +242,12 @@ impl Tx<'_> {
     pub fn frame(&mut self, len: usize) -> Option<&mut [u8]> {
         self.side.tx_frame(len)
     }
+
+    /// Whether `frame` can succeed now (a free frame and a TxRing slot). Lets a caller
+    /// hold a packet back rather than build it and have it dropped.
+    pub fn has_room(&mut self) -> bool {
+        self.side.book.free_len() > 0 && self.side.tx.nb_free(1) > 0
+    }
 }
 
 /// Facts about the bound port, fixed at open.

@@ -5,6 +5,27 @@
 //! app's choosing (`App::ConnState`), handed to every callback through [`Conn::state`].
 //! CPU-heavy work goes to the processor pool with [`Conn::offload`]; its result comes back
 //! to `App::on_done` on the same engine, for the same connection.
+//!
+//! ```
+//! use c10m_stack::{App, Conn};
+//!
+//! struct Upper;
+//! impl App for Upper {
+//!     type ConnState = u64; // typed per-connection state (bytes seen)
+//!     type Done = Vec<u8>; // result type of pool jobs
+//!     fn on_data(&mut self, c: &mut Conn<'_, Self>, data: &[u8]) -> usize {
+//!         *c.state() += data.len() as u64;
+//!         let v = data.to_vec();
+//!         match c.offload(move || v.to_ascii_uppercase()) {
+//!             Ok(()) => data.len(), // consumed
+//!             Err(_) => 0,          // pool full: leave it buffered (the window closes)
+//!         }
+//!     }
+//!     fn on_done(&mut self, c: &mut Conn<'_, Self>, out: Vec<u8>) {
+//!         c.send(&out); // back on this connection's own loop
+//!     }
+//! }
+//! ```
 
 use crate::offload::{OffloadError, OffloadPort};
 use smoltcp::socket::{tcp, udp};

@@ -14,6 +14,8 @@ use smoltcp::wire::{
 #[derive(Default)]
 pub struct TxDrops {
     pub no_buffer: u64,
+    /// Egress attempts held back because the link had no room (retried later).
+    pub deferred: u64,
     /// Scratch space handed to smoltcp when the link is full: smoltcp's `TxToken`
     /// cannot fail, so the frame is built here and dropped.
     scratch: Vec<u8>,
@@ -182,6 +184,12 @@ impl<S: TxSink + ?Sized> phy::Device for TxOnly<'_, S> {
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<Tx<'_, S>> {
+        // No room on the link: tell smoltcp the device is exhausted, so the segment stays
+        // queued in the socket (and goes next iteration) instead of being built and lost.
+        if !self.sink.has_room() {
+            self.drops.deferred += 1;
+            return None;
+        }
         Some(Tx {
             sink: self.sink,
             drops: self.drops,

@@ -517,6 +517,7 @@ impl<L: Link, A: App> Engine<L, A> {
     pub fn counters(&self) -> Vec<(&'static str, u64)> {
         let mut v = self.core.stats.counters();
         v.push(("tx_no_buffer", self.core.drops.no_buffer));
+        v.push(("tx_deferred", self.core.drops.deferred));
         v.push(("flows_active", self.core.table.len() as u64));
         v.push(("offloads", self.core.offloads as u64));
         v.extend(self.link.counters());
@@ -616,6 +617,18 @@ impl<A: App> Core<A> {
             }
             Class::Neighbor { sender } => {
                 self.ingress_misc(now, frame, sink);
+                if let Some((ip, p)) = self.cfg.ipv4 {
+                    let ours = [(ip, p)];
+                    if let Some(req) = neigh::off_subnet_request(frame, &ours) {
+                        match sink.frame(neigh::ARP_FRAME_LEN) {
+                            Some(buf) => {
+                                neigh::arp_reply(buf, EthernetAddress(self.cfg.mac), &req);
+                                self.stats.arp_off_subnet_replies += 1;
+                            }
+                            None => self.drops.no_buffer += 1,
+                        }
+                    }
+                }
                 // Only an answer from a neighbour smoltcp asked for can unblock flows;
                 // gratuitous ARP, broadcasts for other hosts, our gateway refresh: no.
                 if let Some(i) =

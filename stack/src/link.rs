@@ -8,6 +8,12 @@ pub trait TxSink {
     /// Reserve a frame of `len` bytes that is transmitted at the next [`Link::flush`].
     /// `None` when no buffer or ring slot is free; the caller counts the drop.
     fn frame(&mut self, len: usize) -> Option<&mut [u8]>;
+    /// Whether a `frame` call would succeed now. The engine asks before letting smoltcp
+    /// emit, so a full link defers egress (the socket keeps its data and retries next
+    /// iteration) instead of building a frame that gets dropped.
+    fn has_room(&mut self) -> bool {
+        true
+    }
 }
 
 /// Static properties of a link.

@@ -19,6 +19,10 @@ pub struct MemSink {
 }
 
 impl TxSink for &mut MemSink {
+    fn has_room(&mut self) -> bool {
+        self.pending.len() < self.max_pending
+    }
+
     fn frame(&mut self, len: usize) -> Option<&mut [u8]> {
         if self.pending.len() >= self.max_pending {
             return None;
@@ -85,6 +89,11 @@ impl MemLink {
     /// ARP requests and NDP solicitations this end has sent.
     pub fn neighbor_requests_sent(&self) -> u64 {
         self.sink.tx_neighbor_requests
+    }
+
+    /// Most frames one flush may carry (a small value simulates a full transmit ring).
+    pub fn set_tx_capacity(&mut self, frames: usize) {
+        self.sink.max_pending = frames;
     }
 
     /// Frames waiting to be received by this end.

@@ -40,6 +40,63 @@ pub fn arp_request(buf: &mut [u8], mac: EthernetAddress, ip: Ipv4Address, target
     arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
 }
 
+/// An ARP request smoltcp will not answer: for our address `target`, from a sender
+/// outside all of `ours` subnets.
+pub struct OffSubnetRequest {
+    pub sender_mac: EthernetAddress,
+    pub sender_ip: Ipv4Address,
+    pub target: Ipv4Address,
+}
+
+/// smoltcp answers ARP only from senders on its own subnets; RFC 826 answers any request
+/// for our address. Linux uses the outgoing packet's source address as the ARP sender, so
+/// a host whose clients sit on another subnet (addresses on its `lo`, a router's far side)
+/// would never resolve us. Returns the request if it is one of those.
+pub fn off_subnet_request(frame: &[u8], ours: &[(Ipv4Address, u8)]) -> Option<OffSubnetRequest> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let arp = ArpPacket::new_checked(eth.payload()).ok()?;
+    let ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr,
+        source_protocol_addr,
+        target_protocol_addr,
+        ..
+    } = ArpRepr::parse(&arp).ok()?
+    else {
+        return None;
+    };
+    let ours_target = ours.iter().any(|(a, _)| *a == target_protocol_addr);
+    let on_link = ours
+        .iter()
+        .any(|(a, p)| smoltcp::wire::Ipv4Cidr::new(*a, *p).contains_addr(&source_protocol_addr));
+    let unicast_sender =
+        source_hardware_addr.is_unicast() && !source_protocol_addr.is_unspecified();
+    (ours_target && !on_link && unicast_sender).then_some(OffSubnetRequest {
+        sender_mac: source_hardware_addr,
+        sender_ip: source_protocol_addr,
+        target: target_protocol_addr,
+    })
+}
+
+/// Write the ARP reply to `req` (from `mac`) into `buf` (at least [`ARP_FRAME_LEN`] bytes).
+pub fn arp_reply(buf: &mut [u8], mac: EthernetAddress, req: &OffSubnetRequest) {
+    let eth = EthernetRepr {
+        src_addr: mac,
+        dst_addr: req.sender_mac,
+        ethertype: EthernetProtocol::Arp,
+    };
+    let mut frame = EthernetFrame::new_unchecked(&mut buf[..ARP_FRAME_LEN]);
+    eth.emit(&mut frame);
+    ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Reply,
+        source_hardware_addr: mac,
+        source_protocol_addr: req.target,
+        target_hardware_addr: req.sender_mac,
+        target_protocol_addr: req.sender_ip,
+    }
+    .emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+}
+
 /// Length of [`neighbor_solicit`]'s frame.
 pub const NS_FRAME_LEN: usize = 14 + 40 + 32;
 
@@ -122,6 +179,56 @@ mod tests {
             }
             _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn off_subnet_request_is_answered_on_subnet_is_left_to_smoltcp() {
+        let ours = [(Ipv4Address::new(198, 18, 0, 2), 24)];
+        let peer = EthernetAddress([2, 0, 0, 0, 0, 1]);
+        let mut req = [0u8; ARP_FRAME_LEN];
+        arp_request(
+            &mut req,
+            peer,
+            Ipv4Address::new(198, 19, 0, 7),
+            Ipv4Address::new(198, 18, 0, 2),
+        );
+        let r = off_subnet_request(&req, &ours).expect("off-subnet request for our address");
+        assert_eq!(r.sender_ip, Ipv4Address::new(198, 19, 0, 7));
+        let mut out = [0u8; ARP_FRAME_LEN];
+        let me = EthernetAddress([2, 0, 0, 0, 0, 2]);
+        arp_reply(&mut out, me, &r);
+        let f = EthernetFrame::new_checked(&out[..]).unwrap();
+        assert_eq!(f.dst_addr(), peer);
+        match ArpRepr::parse(&ArpPacket::new_checked(f.payload()).unwrap()).unwrap() {
+            ArpRepr::EthernetIpv4 {
+                operation,
+                source_protocol_addr,
+                target_protocol_addr,
+                source_hardware_addr,
+                ..
+            } => {
+                assert_eq!(operation, ArpOperation::Reply);
+                assert_eq!(source_protocol_addr, Ipv4Address::new(198, 18, 0, 2));
+                assert_eq!(target_protocol_addr, Ipv4Address::new(198, 19, 0, 7));
+                assert_eq!(source_hardware_addr, me);
+            }
+            _ => unreachable!(),
+        }
+        // On-link sender, or a request for another host: not ours to answer here.
+        arp_request(
+            &mut req,
+            peer,
+            Ipv4Address::new(198, 18, 0, 1),
+            Ipv4Address::new(198, 18, 0, 2),
+        );
+        assert!(off_subnet_request(&req, &ours).is_none());
+        arp_request(
+            &mut req,
+            peer,
+            Ipv4Address::new(198, 19, 0, 7),
+            Ipv4Address::new(198, 18, 0, 9),
+        );
+        assert!(off_subnet_request(&req, &ours).is_none());
     }
 
     #[test]

@@ -41,6 +41,8 @@ counters! {
     neighbor_wakeups,
     /// ARP requests / neighbour solicitations sent to keep the gateways resolved.
     gateway_refreshes,
+    /// ARP requests for our address from off-subnet senders, answered by the engine.
+    arp_off_subnet_replies,
     app_bytes_in,
     udp_in, udp_tx_full,
     /// Pool results handed to `on_done`, and those dropped because the flow was gone.

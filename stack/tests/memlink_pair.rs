@@ -410,3 +410,37 @@ fn gateway_entry_is_refreshed_under_traffic() {
         s.link().neighbor_requests_sent()
     );
 }
+
+/// A full transmit side defers egress: smoltcp keeps the data and sends it next
+/// iteration, nothing is built and dropped, and the transfer completes intact.
+#[test]
+fn full_link_defers_instead_of_dropping() {
+    let (la, mut lb) = MemLink::pair();
+    lb.set_tx_capacity(3);
+    let data = payload(200_000, 11);
+    let want: [u8; 32] = Sha256::digest(&data).into();
+    let mut t = 0;
+    let client = Client {
+        payload: data,
+        conns: HashMap::new(),
+        done: vec![],
+        closed: vec![],
+        connected: 0,
+    };
+    let mut c = Engine::new(la, cfg(1, 1), client, Instant::from_millis(0));
+    let mut s = Engine::new(lb, cfg(2, 2), Echo::default(), Instant::from_millis(0));
+    s.listen(7, 8).unwrap();
+    c.connect(
+        IpEndpoint::new(IpAddress::v4(198, 18, 0, 2), 7),
+        Instant::from_millis(0),
+    )
+    .unwrap();
+    run(&mut c, &mut s, &mut t, 60_000, |c, _| {
+        !c.app().done.is_empty()
+    });
+    assert_eq!(c.app().done.len(), 1);
+    assert_eq!(c.app().done[0].1, want);
+    let counters: HashMap<_, _> = s.counters().into_iter().collect();
+    assert!(counters["tx_deferred"] > 0, "the 3-frame link never filled");
+    assert_eq!(counters["tx_no_buffer"], 0, "frames were built and dropped");
+}
