@@ -640,6 +640,20 @@ impl<A: App> Core<A> {
             }
             Class::Tcp { key, syn, ack, rst } => {
                 if let Some(&idx) = self.table.get(&key) {
+                    if syn && !ack && !rst && self.in_time_wait(idx) {
+                        // A new connection on a 4-tuple in TIME-WAIT: smoltcp would only
+                        // re-ACK and restart its 10 s timer, so the client hangs. RFC 9293
+                        // 3.10.7.4 (and RFC 6191) let a SYN reopen it: drop the old flow.
+                        self.stats.time_wait_reused += 1;
+                        self.stats.flows_closed += 1;
+                        self.remove_flow(idx);
+                        if self.listeners.contains_key(&key.local.port) {
+                            self.passive_open(now, key, frame, sink);
+                        } else {
+                            self.ingress_misc(now, frame, sink);
+                        }
+                        return;
+                    }
                     let flow = self.slots[idx as usize]
                         .flow
                         .as_mut()
@@ -667,6 +681,13 @@ impl<A: App> Core<A> {
                 }
             }
         }
+    }
+
+    fn in_time_wait(&self, idx: u32) -> bool {
+        self.slots[idx as usize]
+            .flow
+            .as_ref()
+            .is_some_and(|f| f.set.get::<tcp::Socket>(f.handle).state() == tcp::State::TimeWait)
     }
 
     fn ingress_misc<S: TxSink + ?Sized>(&mut self, now: Instant, frame: &[u8], sink: &mut S) {

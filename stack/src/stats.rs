@@ -34,6 +34,8 @@ counters! {
     drop_syn_rejected,
     /// TCP segments for no flow (answered by RST where RFC 9293 says so).
     tcp_no_flow,
+    /// SYNs that reopened a 4-tuple still in TIME-WAIT.
+    time_wait_reused,
     syn_accepted, handshakes_failed, accepted, refused_by_app, connects, connects_failed,
     flows_closed, closed_normal, closed_reset, closed_timeout, closed_aborted,
     timers_fired,

@@ -26,6 +26,7 @@ fn peer_ip() -> IpAddress {
 #[derive(Default)]
 struct Echo {
     accepted: usize,
+    ids: Vec<ConnId>,
     peer_fins: usize,
     closed: Vec<CloseReason>,
 }
@@ -34,8 +35,9 @@ impl App for Echo {
     type ConnState = ();
     type Done = ();
 
-    fn on_accept(&mut self, _c: &mut Conn<'_, Self>) -> bool {
+    fn on_accept(&mut self, c: &mut Conn<'_, Self>) -> bool {
         self.accepted += 1;
+        self.ids.push(c.id());
         true
     }
     fn on_data(&mut self, c: &mut Conn<'_, Self>, data: &[u8]) -> usize {
@@ -824,4 +826,39 @@ fn stray_arp_wakes_no_flows_and_wheel_stays_small() {
     assert_eq!(r.eng.stats().neighbor_wakeups, before);
     // The flows still echo.
     r.echo(&mut flows[0], b"still here");
+}
+
+/// The server closes first, so its side of the 4-tuple sits in TIME-WAIT; the client
+/// reconnects from the same port at once (HTTP with `Connection: close` does this). The
+/// new SYN must open a new connection (RFC 9293 3.10.7.4, RFC 6191), not be answered by
+/// the old one with an ACK while the client waits out the 10 s timer.
+#[test]
+fn syn_reopens_a_four_tuple_in_time_wait() {
+    let mut r = Rig::new(8, |_| {});
+    let p = r.peer;
+    let mut c = r.connect(p, 45100, 7000);
+    r.echo(&mut c, b"hello");
+    let id = r.eng.app().ids[0];
+    let now = r.now();
+    r.eng.with_conn(id, now, |conn| conn.close()).unwrap();
+    let got = r.pump();
+    let fin = got.iter().find(|g| g.seg.fin).expect("server FIN");
+    assert_eq!(fin.seg.seq, c.rcv_nxt);
+    c.rcv_nxt = c.rcv_nxt.wrapping_add(1);
+    // The client ACKs the FIN and sends its own; the server ACKs and enters TIME-WAIT.
+    r.send(p.fin(45100, PORT, c.snd_nxt, c.rcv_nxt));
+    c.snd_nxt = c.snd_nxt.wrapping_add(1);
+    let got = r.pump();
+    assert!(got.iter().any(|g| g.seg.ack && g.seg.ack_no == c.snd_nxt));
+    assert_eq!(
+        r.eng.flow_count(),
+        1,
+        "the server's side lingers in TIME-WAIT"
+    );
+    // Reconnect from the same port with a higher ISN.
+    let c2 = r.connect(p, 45100, c.snd_nxt.wrapping_add(100_000));
+    assert_eq!(r.eng.stats().time_wait_reused, 1);
+    let mut c2 = c2;
+    r.echo(&mut c2, b"again");
+    assert_eq!(r.eng.app().accepted, 2);
 }
