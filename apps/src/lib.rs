@@ -4,4 +4,6 @@
 
 pub mod echo;
 pub mod hash;
+pub mod http;
+pub mod kv;
 pub mod xdp_link;

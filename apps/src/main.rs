@@ -1,6 +1,7 @@
 //! `c10m`: the command line. `c10m serve` binds an AF_XDP port on one NIC queue, runs a
 //! per-core engine over it and serves an application.
 
+use c10m_apps::http::Http;
 use c10m_apps::{echo::Echo, hash::Hash, xdp_link::XdpLink};
 use c10m_driver::{AttachMode, Port, PortConfig, XdpMode};
 use c10m_stack::smoltcp::time::Instant;
@@ -41,6 +42,12 @@ enum AppKind {
     /// SHA-256 of length-prefixed uploads (8-byte big-endian length, body up to 64 MiB;
     /// answers 32 bytes), hashed chunk by chunk on the processor pool.
     Hash,
+    /// RESP2 key-value server (redis-cli / redis-benchmark compatible subset: GET SET
+    /// DEL INCR MGET MSET EXPIRE TTL ...), pipelined, one in-memory store per engine.
+    Kv,
+    /// HTTP/1.1 on --port (keep-alive, pipelining, HEAD): --body at `/` and the files
+    /// under --dir (preloaded into memory) at their relative paths.
+    Http,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -125,6 +132,12 @@ struct Serve {
     /// hash: also serve TCP echo on this port, from the same engine.
     #[arg(long)]
     echo_port: Option<u16>,
+    /// http: the fixed body served at `/` (unless --dir has an index.html).
+    #[arg(long, default_value = c10m_apps::http::DEFAULT_BODY)]
+    body: String,
+    /// http: serve every regular file under this directory (read into memory at start).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
     /// Worker threads of the processor pool (CPU-heavy work such as hashing).
     #[arg(long, default_value_t = 1)]
     pool_threads: usize,
@@ -266,6 +279,15 @@ fn serve(a: Serve) -> Result<(), String> {
             .collect();
     let what = match a.app {
         AppKind::Echo => format!("echo on port {} (tcp+udp)", a.port),
+        AppKind::Kv => format!("kv (RESP2) on port {}", a.port),
+        AppKind::Http => format!(
+            "http on port {}{}",
+            a.port,
+            a.dir
+                .as_ref()
+                .map(|d| format!(" (files from {})", d.display()))
+                .unwrap_or_default()
+        ),
         AppKind::Hash => format!(
             "hash on port {}{}{}",
             a.port,
@@ -293,6 +315,17 @@ fn serve(a: Serve) -> Result<(), String> {
         AppKind::Echo => run_app(&a, link, ecfg, Echo::default(), &stop, |e| {
             e.listen(a.port, a.backlog).map_err(|e| e.to_string())?;
             e.udp_bind(a.port).map_err(|e| e.to_string())
+        })?,
+        AppKind::Http => {
+            let app = Http::new(&a.body, a.dir.as_deref())?;
+            let (n, bytes) = app.summary();
+            eprintln!("c10m: http: {n} routes, {bytes} bytes in memory");
+            run_app(&a, link, ecfg, app, &stop, |e| {
+                e.listen(a.port, a.backlog).map_err(|e| e.to_string())
+            })?
+        }
+        AppKind::Kv => run_app(&a, link, ecfg, c10m_apps::kv::Kv::default(), &stop, |e| {
+            e.listen(a.port, a.backlog).map_err(|e| e.to_string())
         })?,
         AppKind::Hash => {
             let app = Hash::new(a.inline, a.echo_port);
