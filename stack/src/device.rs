@@ -91,16 +91,11 @@ fn caps(max_frame: usize) -> DeviceCapabilities {
     c
 }
 
-/// A device that yields exactly one already-received frame, then nothing.
-pub struct OneFrame<'a, S: TxSink + ?Sized> {
+/// The link as smoltcp sees it for one call: at most one already-received frame to hand
+/// over (`frame`, taken by the first `receive`), and the link's transmit side. With no
+/// frame it is an egress-only device.
+pub struct LinkDevice<'a, S: TxSink + ?Sized> {
     pub frame: Option<&'a [u8]>,
-    pub sink: &'a mut S,
-    pub drops: &'a mut TxDrops,
-    pub max_frame: usize,
-}
-
-/// A device with nothing to receive: egress only.
-pub struct TxOnly<'a, S: TxSink + ?Sized> {
     pub sink: &'a mut S,
     pub drops: &'a mut TxDrops,
     pub max_frame: usize,
@@ -136,7 +131,7 @@ impl<S: TxSink + ?Sized> phy::TxToken for Tx<'_, S> {
     }
 }
 
-impl<S: TxSink + ?Sized> phy::Device for OneFrame<'_, S> {
+impl<S: TxSink + ?Sized> phy::Device for LinkDevice<'_, S> {
     type RxToken<'b>
         = Rx<'b>
     where
@@ -155,32 +150,6 @@ impl<S: TxSink + ?Sized> phy::Device for OneFrame<'_, S> {
                 drops: self.drops,
             },
         ))
-    }
-
-    fn transmit(&mut self, _now: Instant) -> Option<Tx<'_, S>> {
-        Some(Tx {
-            sink: self.sink,
-            drops: self.drops,
-        })
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        caps(self.max_frame)
-    }
-}
-
-impl<S: TxSink + ?Sized> phy::Device for TxOnly<'_, S> {
-    type RxToken<'b>
-        = Rx<'b>
-    where
-        Self: 'b;
-    type TxToken<'b>
-        = Tx<'b, S>
-    where
-        Self: 'b;
-
-    fn receive(&mut self, _now: Instant) -> Option<(Rx<'_>, Tx<'_, S>)> {
-        None
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<Tx<'_, S>> {

@@ -7,7 +7,7 @@
 //! the flow at hand (or the small shared set of UDP sockets). See ../shared/DESIGN.md.
 
 use crate::app::{App, CloseReason, Conn, ConnFlags, ConnId, Datagram};
-use crate::device::{OneFrame, TxDrops, TxOnly};
+use crate::device::{LinkDevice, TxDrops};
 use crate::link::{Link, TxSink};
 use crate::neigh;
 use crate::offload::{OffloadPort, Pool};
@@ -295,7 +295,8 @@ impl<L: Link, A: App> Engine<L, A> {
         icfg.random_seed = cfg.seed;
         let mut iface = {
             let mut sink = link.sink();
-            let mut dev = TxOnly {
+            let mut dev = LinkDevice {
+                frame: None,
                 sink: &mut sink,
                 drops: &mut drops,
                 max_frame,
@@ -661,13 +662,15 @@ impl<A: App> Core<A> {
                     if rst {
                         flow.rst_seen = true;
                     }
-                    let mut dev = OneFrame {
-                        frame: Some(frame),
+                    ingress(
+                        &mut self.iface,
+                        &mut self.drops,
+                        self.max_frame,
+                        now,
+                        frame,
                         sink,
-                        drops: &mut self.drops,
-                        max_frame: self.max_frame,
-                    };
-                    self.iface.poll_ingress_single(now, &mut dev, &mut flow.set);
+                        &mut flow.set,
+                    );
                     self.stats.tcp_segments_in += 1;
                     let gen = self.slots[idx as usize].gen;
                     self.mark_dirty(idx, gen);
@@ -691,14 +694,15 @@ impl<A: App> Core<A> {
     }
 
     fn ingress_misc<S: TxSink + ?Sized>(&mut self, now: Instant, frame: &[u8], sink: &mut S) {
-        let mut dev = OneFrame {
-            frame: Some(frame),
+        ingress(
+            &mut self.iface,
+            &mut self.drops,
+            self.max_frame,
+            now,
+            frame,
             sink,
-            drops: &mut self.drops,
-            max_frame: self.max_frame,
-        };
-        self.iface
-            .poll_ingress_single(now, &mut dev, &mut self.misc);
+            &mut self.misc,
+        );
         self.misc_dirty = true;
     }
 
@@ -741,13 +745,15 @@ impl<A: App> Core<A> {
             .flow
             .as_mut()
             .expect("just inserted");
-        let mut dev = OneFrame {
-            frame: Some(frame),
+        ingress(
+            &mut self.iface,
+            &mut self.drops,
+            self.max_frame,
+            now,
+            frame,
             sink,
-            drops: &mut self.drops,
-            max_frame: self.max_frame,
-        };
-        self.iface.poll_ingress_single(now, &mut dev, &mut flow.set);
+            &mut flow.set,
+        );
         self.stats.tcp_segments_in += 1;
         if flow.set.get::<tcp::Socket>(flow.handle).state() == tcp::State::Listen {
             // smoltcp did not take the SYN (bad checksum, options it refuses...): undo.
@@ -1083,22 +1089,17 @@ impl<A: App> Core<A> {
         }
 
         // Egress for this flow only, bounded so one bulk flow cannot starve the rest.
-        let mut quota = self.cfg.egress_quota;
-        loop {
-            let mut dev = TxOnly {
-                sink: &mut *sink,
-                drops: &mut self.drops,
-                max_frame: self.max_frame,
-            };
-            let r = self.iface.poll_egress(now, &mut dev, &mut f.set);
-            if r == smoltcp::iface::PollResult::None {
-                break;
-            }
-            quota -= 1;
-            if quota == 0 {
-                break;
-            }
-        }
+        let quota = self.cfg.egress_quota;
+        let emitted = egress(
+            &mut self.iface,
+            &mut self.drops,
+            self.max_frame,
+            now,
+            sink,
+            &mut f.set,
+            quota,
+        );
+        let quota_left = quota - emitted;
 
         let state = f.set.get::<tcp::Socket>(f.handle).state();
         let live = matches!(f.phase, Phase::Open | Phase::Connecting);
@@ -1145,7 +1146,7 @@ impl<A: App> Core<A> {
         };
         match next {
             None => {}
-            Some(t) if t <= now || quota == 0 => {
+            Some(t) if t <= now || quota_left == 0 => {
                 f.dirty = true;
                 self.dirty.push((idx, gen));
             }
@@ -1231,18 +1232,15 @@ impl<A: App> Core<A> {
                 }
             }
         }
-        for _ in 0..self.cfg.egress_quota {
-            let mut dev = TxOnly {
-                sink: &mut *sink,
-                drops: &mut self.drops,
-                max_frame: self.max_frame,
-            };
-            if self.iface.poll_egress(now, &mut dev, &mut self.misc)
-                == smoltcp::iface::PollResult::None
-            {
-                break;
-            }
-        }
+        egress(
+            &mut self.iface,
+            &mut self.drops,
+            self.max_frame,
+            now,
+            sink,
+            &mut self.misc,
+            self.cfg.egress_quota,
+        );
         self.misc_deadline = match self.iface.poll_at(now, &self.misc) {
             Some(t) if t <= now => {
                 self.misc_dirty = true;
@@ -1252,4 +1250,49 @@ impl<A: App> Core<A> {
         };
         true
     }
+}
+
+/// Hand one received frame to smoltcp together with `set`: the flow's own one-socket set,
+/// or the small shared set (so smoltcp's per-packet socket scan sees only those).
+fn ingress<S: TxSink + ?Sized>(
+    iface: &mut Interface,
+    drops: &mut TxDrops,
+    max_frame: usize,
+    now: Instant,
+    frame: &[u8],
+    sink: &mut S,
+    set: &mut SocketSet<'static>,
+) {
+    let mut dev = LinkDevice {
+        frame: Some(frame),
+        sink,
+        drops,
+        max_frame,
+    };
+    iface.poll_ingress_single(now, &mut dev, set);
+}
+
+/// Let the sockets of `set` emit, at most `quota` times (bounded, so one bulk flow cannot
+/// starve the rest). Returns how many calls emitted something.
+fn egress<S: TxSink + ?Sized>(
+    iface: &mut Interface,
+    drops: &mut TxDrops,
+    max_frame: usize,
+    now: Instant,
+    sink: &mut S,
+    set: &mut SocketSet<'static>,
+    quota: usize,
+) -> usize {
+    for n in 0..quota {
+        let mut dev = LinkDevice {
+            frame: None,
+            sink: &mut *sink,
+            drops: &mut *drops,
+            max_frame,
+        };
+        if iface.poll_egress(now, &mut dev, set) == smoltcp::iface::PollResult::None {
+            return n;
+        }
+    }
+    quota
 }

@@ -62,34 +62,30 @@ impl TimerWheel {
         // Visiting more than one revolution's worth of slots is pointless.
         let end = now_ms.min(self.cursor + SLOTS as u64 - 1);
         while self.cursor <= end {
-            let slot = &mut self.slots[(self.cursor as usize) % SLOTS];
-            let mut i = 0;
-            while i < slot.len() {
-                if slot[i].at <= now_ms {
-                    let e = slot.swap_remove(i);
-                    self.len -= 1;
-                    f(e.id, e.gen);
-                } else {
-                    i += 1;
-                }
-            }
+            self.drain_slot(self.cursor, now_ms, &mut f);
             self.cursor += 1;
         }
         if now_ms >= self.cursor {
             // We skipped ahead by a revolution or more: sweep every slot once.
-            for slot in self.slots.iter_mut() {
-                let mut i = 0;
-                while i < slot.len() {
-                    if slot[i].at <= now_ms {
-                        let e = slot.swap_remove(i);
-                        self.len -= 1;
-                        f(e.id, e.gen);
-                    } else {
-                        i += 1;
-                    }
-                }
+            for t in 0..SLOTS as u64 {
+                self.drain_slot(t, now_ms, &mut f);
             }
             self.cursor = now_ms + 1;
+        }
+    }
+
+    /// Remove the entries of tick `t`'s slot that are due by `limit`, calling `f` for each.
+    fn drain_slot(&mut self, t: u64, limit: u64, f: &mut impl FnMut(u32, u32)) {
+        let slot = &mut self.slots[(t as usize) % SLOTS];
+        let mut i = 0;
+        while i < slot.len() {
+            if slot[i].at <= limit {
+                let e = slot.swap_remove(i);
+                self.len -= 1;
+                f(e.id, e.gen);
+            } else {
+                i += 1;
+            }
         }
     }
 
@@ -98,19 +94,8 @@ impl TimerWheel {
     /// (a neighbour was learned); costs the entries in that window, not the whole wheel.
     pub fn fire_within(&mut self, now_ms: u64, horizon_ms: u64, mut f: impl FnMut(u32, u32)) {
         let end = (now_ms + horizon_ms).min(self.cursor + SLOTS as u64 - 1);
-        let limit = now_ms + horizon_ms;
         for t in self.cursor..=end {
-            let slot = &mut self.slots[(t as usize) % SLOTS];
-            let mut i = 0;
-            while i < slot.len() {
-                if slot[i].at <= limit {
-                    let e = slot.swap_remove(i);
-                    self.len -= 1;
-                    f(e.id, e.gen);
-                } else {
-                    i += 1;
-                }
-            }
+            self.drain_slot(t, now_ms + horizon_ms, &mut f);
         }
     }
 
