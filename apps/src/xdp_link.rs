@@ -56,8 +56,9 @@ impl TxSink for TxRef<'_, '_> {
 impl Link for XdpLink {
     type Sink<'a> = XdpSink<'a>;
 
-    fn receive<F: FnMut(&[u8], &mut dyn TxSink)>(&mut self, max: usize, mut f: F) -> usize {
-        self.port.recv(max, |frame, tx| f(frame, &mut TxRef(tx)))
+    fn receive<F: FnOnce(&[&[u8]], &mut dyn TxSink)>(&mut self, max: usize, f: F) -> usize {
+        self.port
+            .recv_batch(max, |frames, tx| f(frames, &mut TxRef(tx)))
     }
 
     fn sink(&mut self) -> XdpSink<'_> {
@@ -71,7 +72,7 @@ impl Link for XdpLink {
     fn caps(&self) -> LinkCaps {
         LinkCaps {
             max_frame: (self.port.mtu() + 14).min(self.port.frame_size()),
-            rx_batch: 64,
+            rx_batch: c10m_driver::RX_BATCH_MAX,
         }
     }
 

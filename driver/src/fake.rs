@@ -293,8 +293,23 @@ mod tests {
         let mut held: Vec<Frame> = Vec::new();
         let mut rx_seen = 0u64;
         for step in 0..steps {
-            let op = rng.below(13);
+            let op = rng.below(14);
             match op {
+                13 => {
+                    // The batch form: every frame lent at once, with TX in between.
+                    let max = rng.below(80) as usize;
+                    let n = port.recv_batch(max, |frames, tx| {
+                        assert!(frames.len() <= crate::RX_BATCH_MAX);
+                        for data in frames {
+                            let l = u64::from_le_bytes(data[8..16].try_into().unwrap());
+                            assert_eq!(l as usize, data.len());
+                        }
+                        if let Some(b) = tx.frame(64) {
+                            b.fill(0xAB);
+                        }
+                    });
+                    rx_seen += n as u64;
+                }
                 0 => {
                     let max = rng.below(40) as usize;
                     let txp = rng.below(3);

@@ -53,7 +53,7 @@ mod xsk;
 pub use config::{AttachMode, PortConfig, XdpMode, MAX_STEER_ADDRS};
 pub use error::{DriverError, ForeignAttach};
 pub use frame::FrameCounts;
-pub use port::{Frame, Port, PortStats, Tx};
+pub use port::{Frame, Port, PortStats, Tx, RX_BATCH_MAX};
 pub use waker::Waker;
 
 #[cfg(test)]

@@ -31,10 +31,11 @@ pub trait Link {
     type Sink<'a>: TxSink
     where
         Self: 'a;
-    /// Hand up to `max` received frames to `f` one at a time, each with the transmit side
-    /// for immediate replies. Frames are only lent: they are recycled when `f` returns.
-    /// Returns the number of frames handled.
-    fn receive<F: FnMut(&[u8], &mut dyn TxSink)>(&mut self, max: usize, f: F) -> usize;
+    /// Lend up to `max` received frames to `f` in one call, with the transmit side for
+    /// immediate replies; they are recycled when `f` returns. Seeing the whole batch lets
+    /// the engine start every frame's flow lookup before it processes any, so their cache
+    /// misses overlap. Returns the number of frames handled.
+    fn receive<F: FnOnce(&[&[u8]], &mut dyn TxSink)>(&mut self, max: usize, f: F) -> usize;
     /// The transmit side, for frames that are not replies to a received one.
     fn sink(&mut self) -> Self::Sink<'_>;
     /// Push queued frames to the wire (at most one wakeup syscall) and recycle completed ones.

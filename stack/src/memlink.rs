@@ -7,6 +7,9 @@ use std::sync::{Arc, Mutex};
 
 type Queue = Arc<Mutex<VecDeque<Vec<u8>>>>;
 
+/// Most frames one `receive` lends.
+const MAX_BATCH: usize = 64;
+
 /// Transmit side of a [`MemLink`]: frames built here are delivered at `flush`.
 pub struct MemSink {
     pending: Vec<Vec<u8>>,
@@ -105,17 +108,22 @@ impl MemLink {
 impl Link for MemLink {
     type Sink<'a> = &'a mut MemSink;
 
-    fn receive<F: FnMut(&[u8], &mut dyn TxSink)>(&mut self, max: usize, mut f: F) -> usize {
+    fn receive<F: FnOnce(&[&[u8]], &mut dyn TxSink)>(&mut self, max: usize, f: F) -> usize {
         {
             let mut q = self.rx.lock().unwrap();
-            let n = max.min(q.len());
+            let n = max.min(q.len()).min(MAX_BATCH);
             self.batch.extend(q.drain(..n));
         }
         let n = self.batch.len();
-        for frame in self.batch.drain(..) {
-            f(&frame, &mut &mut self.sink);
-            self.sink.free.push(frame);
+        if n == 0 {
+            return 0;
         }
+        let mut frames: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];
+        for (slot, frame) in frames.iter_mut().zip(self.batch.iter()) {
+            *slot = frame;
+        }
+        f(&frames[..n], &mut &mut self.sink);
+        self.sink.free.append(&mut self.batch);
         self.rx_frames += n as u64;
         n
     }
