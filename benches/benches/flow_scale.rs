@@ -177,9 +177,10 @@ fn print_summary(sizes: &[usize], measured_calls: usize) {
     println!();
     println!("flow_scale summary: median ns/segment; floors = FxHashMap lookup + touch state");
     println!(
-        "{:>9} {:>9} {:>10} {:>11} {:>9} {:>8} {:>8} {:>8} {:>8} {:>10}",
+        "{:>9} {:>9} {:>10} {:>10} {:>11} {:>9} {:>8} {:>8} {:>8} {:>8} {:>10}",
         "flows",
         "engine",
+        "engine_b32",
         "floor_full",
         "floor_state",
         "floor_mlp",
@@ -192,13 +193,15 @@ fn print_summary(sizes: &[usize], measured_calls: usize) {
     let base = median_ns("engine", sizes[0], measured_calls);
     for &n in sizes {
         let e = median_ns("engine", n, measured_calls);
+        let eb = median_ns("engine_b32", n, measured_calls);
         let f = median_ns("floor_full", n, measured_calls);
         let s = median_ns("floor_state", n, measured_calls);
         let m = median_ns("floor_mlp", n, measured_calls);
         println!(
-            "{:>9} {:>9} {:>10} {:>11} {:>9} {:>8} {:>8} {:>8} {:>8} {:>10}",
+            "{:>9} {:>9} {:>10} {:>10} {:>11} {:>9} {:>8} {:>8} {:>8} {:>8} {:>10}",
             n,
             fmt(e, 0),
+            fmt(eb, 0),
             fmt(f, 0),
             fmt(s, 0),
             fmt(m, 0),
@@ -212,9 +215,10 @@ fn print_summary(sizes: &[usize], measured_calls: usize) {
     // Machine-readable, one line per size.
     for &n in sizes {
         println!(
-            "flows={n} engine_median_ns={} floor_full_median_ns={} floor_state_median_ns={} \
-             floor_mlp_median_ns={} rss_per_flow_bytes={}",
+            "flows={n} engine_median_ns={} engine_b32_median_ns={} floor_full_median_ns={} \
+             floor_state_median_ns={} floor_mlp_median_ns={} rss_per_flow_bytes={}",
             fmt(median_ns("engine", n, measured_calls), 1),
+            fmt(median_ns("engine_b32", n, measured_calls), 1),
             fmt(median_ns("floor_full", n, measured_calls), 1),
             fmt(median_ns("floor_state", n, measured_calls), 1),
             fmt(median_ns("floor_mlp", n, measured_calls), 1),
@@ -256,6 +260,20 @@ fn main() {
                 st.run(iters, record_chunk)
             });
         });
+        // The same engine under load: 32 segments of distinct random flows per poll, so
+        // the first pass of the receive batch overlaps their lookups.
+        if n >= 64 {
+            if let Some(st) = engine.as_mut() {
+                g.bench_with_input(BenchmarkId::new("engine_b32", n), &n, |b, &n| {
+                    st.batch = 32;
+                    b.iter_custom(|iters| {
+                        new_call("engine_b32", n);
+                        st.run(iters, record_chunk)
+                    });
+                    st.batch = 1;
+                });
+            }
+        }
         if let Some(mut e) = engine.take() {
             // Cost of one ARP frame in the loop with N flows whose echo is unacked (each
             // has an RTO armed): the gateway's own request, then a LAN broadcast for
