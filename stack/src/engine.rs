@@ -451,8 +451,8 @@ impl<L: Link, A: App> Engine<L, A> {
         ok
     }
 
-    /// Run `f` on a live connection from outside a callback (e.g. a client that sends on
-    /// a timer of its own). None if the connection is gone. Work it queues is sent in the
+    /// Run `f` on a live connection (established, or still connecting) from outside a
+    /// callback (e.g. a client that sends on a timer of its own). None if it is gone. Work it queues is sent in the
     /// next `poll`.
     pub fn with_conn<R>(
         &mut self,
@@ -466,7 +466,9 @@ impl<L: Link, A: App> Engine<L, A> {
             return None;
         }
         let fl = slot.flow.as_mut()?;
-        if fl.phase != Phase::Open || fl.flags.aborted {
+        // A connection still in its handshake (after `connect`) may be aborted or given
+        // data to send once established.
+        if !matches!(fl.phase, Phase::Open | Phase::Connecting) || fl.flags.aborted {
             return None;
         }
         let mut conn = fl.conn(id, now, c.offload.as_mut(), &mut c.offloads);

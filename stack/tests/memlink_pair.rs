@@ -444,3 +444,44 @@ fn full_link_defers_instead_of_dropping() {
     assert!(counters["tx_deferred"] > 0, "the 3-frame link never filled");
     assert_eq!(counters["tx_no_buffer"], 0, "frames were built and dropped");
 }
+
+/// The ephemeral allocator never hands out a 4-tuple still in the table, and running out
+/// is an error, not a hang; a port comes back when its flow leaves.
+#[test]
+fn ephemeral_ports_exhaust_with_an_error() {
+    let (la, _lb) = MemLink::pair();
+    let mut c = cfg(1, 1);
+    c.tcp_rx_buf = 512;
+    c.tcp_tx_buf = 512;
+    let client = Client {
+        payload: vec![],
+        conns: HashMap::new(),
+        done: vec![],
+        closed: vec![],
+        connected: 0,
+    };
+    let mut e = Engine::new(la, c, client, Instant::from_millis(0));
+    let server = IpEndpoint::new(IpAddress::v4(198, 18, 0, 2), 7);
+    let mut ports = std::collections::HashSet::new();
+    let mut first = None;
+    for _ in 0..16384 {
+        let id = e
+            .connect(server, Instant::from_millis(0))
+            .expect("a free port");
+        first.get_or_insert(id);
+        ports.insert(id);
+    }
+    assert_eq!(ports.len(), 16384);
+    assert_eq!(e.flow_count(), 16384, "every connect holds its own 4-tuple");
+    assert_eq!(
+        e.connect(server, Instant::from_millis(0)),
+        Err(c10m_stack::ConnectError::PortsExhausted)
+    );
+    // Another remote has all its ports free.
+    let other = IpEndpoint::new(IpAddress::v4(198, 18, 0, 3), 7);
+    assert!(e.connect(other, Instant::from_millis(0)).is_ok());
+    // Abort one connection: once its flow leaves the table, its port is free again.
+    e.with_conn(first.unwrap(), Instant::from_millis(0), |c| c.abort());
+    e.poll(Instant::from_millis(1));
+    assert!(e.connect(server, Instant::from_millis(1)).is_ok());
+}
