@@ -6,4 +6,5 @@ pub mod echo;
 pub mod hash;
 pub mod http;
 pub mod kv;
+pub mod loadgen;
 pub mod xdp_link;

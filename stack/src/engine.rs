@@ -508,6 +508,11 @@ impl<L: Link, A: App> Engine<L, A> {
     pub fn link(&self) -> &L {
         &self.link
     }
+    /// The link, for a caller that runs its own loop around `poll` (e.g. to block in
+    /// `Link::wait` until `next_deadline`).
+    pub fn link_mut(&mut self) -> &mut L {
+        &mut self.link
+    }
     pub fn stats(&self) -> &Stats {
         &self.core.stats
     }
@@ -600,8 +605,9 @@ impl<L: Link, A: App> Engine<L, A> {
         }
     }
 
-    /// Earliest time any timer may be due.
-    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+    /// Earliest time any work may be due (`now` if some is pending), for a caller that
+    /// sleeps between `poll`s.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
         let c = &self.core;
         if !c.dirty.is_empty() || c.misc_dirty {
             return Some(now);
