@@ -7,4 +7,5 @@ pub mod hash;
 pub mod http;
 pub mod kv;
 pub mod loadgen;
+pub mod raw;
 pub mod xdp_link;

@@ -37,6 +37,93 @@ enum Cmd {
     /// / RESP requests in a closed loop or at a fixed --rate (open loop, latency from the
     /// scheduled send time as wrk2 does); prints a wrk-like summary and exits.
     Loadgen(LoadgenArgs),
+    /// Frame-rate ceiling, receive side: take every frame of the queue (no address
+    /// steering: the XDP program redirects all) and drop it; prints frames and Mpps.
+    Rxdrop(RawArgs),
+    /// Frame-rate ceiling, send side: transmit 64-byte UDP frames as fast as the TX ring
+    /// and the kernel take them; prints frames and Mpps.
+    Txgen(RawArgs),
+}
+
+#[derive(clap::Args)]
+struct RawArgs {
+    /// Interface to bind (in the current network namespace).
+    #[arg(long)]
+    iface: String,
+    /// NIC queue.
+    #[arg(long, default_value_t = 0)]
+    queue: u32,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    xdp_mode: Mode,
+    /// Replace an XDP program that something else left on the interface.
+    #[arg(long)]
+    force: bool,
+    /// Seconds to measure (rxdrop: from the first frame; it also stops 1 s after the
+    /// last one).
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// txgen: frame size in bytes (at least 60).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// txgen: destination MAC (default broadcast).
+    #[arg(long, default_value = "ff:ff:ff:ff:ff:ff", value_parser = parse_mac)]
+    dst_mac: [u8; 6],
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let bad = || format!("'{s}' is not a MAC address: write it like 02:00:00:00:00:01");
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut m = [0u8; 6];
+    for (b, p) in m.iter_mut().zip(parts) {
+        *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    Ok(m)
+}
+
+/// rxdrop / txgen: a port with no address steering, a raw loop, one result line.
+fn raw(a: RawArgs, rx: bool) -> Result<(), String> {
+    let (mut port, mode, copy) = open_port(
+        &a.iface,
+        a.queue,
+        2048,
+        8192,
+        4096,
+        a.xdp_mode,
+        a.force,
+        Vec::new(),
+    )?;
+    let d = Duration::from_secs(a.seconds.max(1));
+    let (what, r) = if rx {
+        eprintln!(
+            "c10m: rxdrop on {} queue {} (XDP {mode}, {copy}): ready",
+            a.iface, a.queue
+        );
+        (
+            "rxdrop",
+            c10m_apps::raw::rxdrop(&mut port, d, Duration::from_secs(1)),
+        )
+    } else {
+        let frame = c10m_apps::raw::udp_frame(a.size, port.mac(), a.dst_mac);
+        eprintln!(
+            "c10m: txgen on {} queue {} (XDP {mode}, {copy}): ready",
+            a.iface, a.queue
+        );
+        ("txgen", c10m_apps::raw::txgen(&mut port, &frame, d))
+    };
+    println!(
+        "{what}: frames={} secs={:.3} mpps={:.3} bytes={} kernel_drops={} wakeups={}",
+        r.frames,
+        r.secs,
+        r.mpps(),
+        r.bytes,
+        r.kernel_rx_dropped,
+        r.wakeups
+    );
+    Ok(())
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -312,21 +399,18 @@ fn main() -> ExitCode {
         .format_target(false)
         .init();
     let cli = Cli::parse();
-    match cli.cmd {
-        Cmd::Serve(s) => match serve(s) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("c10m: error: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Cmd::Loadgen(a) => match loadgen(a) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("c10m: error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+    let r = match cli.cmd {
+        Cmd::Serve(s) => serve(s),
+        Cmd::Loadgen(a) => loadgen(a),
+        Cmd::Rxdrop(a) => raw(a, true),
+        Cmd::Txgen(a) => raw(a, false),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("c10m: error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -260,9 +260,13 @@ pub fn generate(steer: &[IpAddr], map_fd: i32) -> Result<Vec<Insn>, String> {
     a.emit(BPF_CALL, 0, 0, 0, HELPER_REDIRECT_MAP);
     a.emit(BPF_EXIT, 0, 0, 0, 0);
 
-    a.bind(pass);
-    a.mov_imm(0, XDP_PASS);
-    a.emit(BPF_EXIT, 0, 0, 0, 0);
+    // Raw mode redirects everything: no path passes, and the verifier refuses code that
+    // cannot be reached ("unreachable insn"), so the pass block exists only with steering.
+    if !steer.is_empty() {
+        a.bind(pass);
+        a.mov_imm(0, XDP_PASS);
+        a.emit(BPF_EXIT, 0, 0, 0, 0);
+    }
     a.finish()
 }
 
@@ -405,8 +409,38 @@ mod tests {
             (p[ld].src(), p[ld].imm, p[ld + 1]),
             (BPF_PSEUDO_MAP_FD, 77, Insn::default())
         );
-        // Raw mode: 3 + ja + 6 + 2.
-        assert_eq!(generate(&[], 77).unwrap().len(), 12);
+        // Raw mode: 3 + ja + 6, and no pass block.
+        let raw = generate(&[], 77).unwrap();
+        assert_eq!(raw.len(), 10);
+        // The verifier rejects unreachable instructions: every one must be reachable.
+        for prog in [&p, &raw] {
+            let mut seen = vec![false; prog.len()];
+            let mut todo = vec![0usize];
+            while let Some(i) = todo.pop() {
+                if i >= prog.len() || seen[i] {
+                    continue;
+                }
+                seen[i] = true;
+                let insn = prog[i];
+                let jump = matches!(insn.code & 0x07, 0x05 | 0x06)
+                    && !matches!(insn.code, BPF_CALL | BPF_EXIT);
+                if insn.code == BPF_EXIT {
+                    continue;
+                } else if insn.code == BPF_LD_IMM64 {
+                    seen[i + 1] = true;
+                    todo.push(i + 2);
+                } else if jump {
+                    todo.push((i as i64 + 1 + i64::from(insn.off)) as usize);
+                    if insn.code != BPF_JA {
+                        todo.push(i + 1); // conditional: falls through too
+                    }
+                } else {
+                    todo.push(i + 1);
+                }
+            }
+            let dead: Vec<usize> = (0..prog.len()).filter(|i| !seen[*i]).collect();
+            assert!(dead.is_empty(), "unreachable instructions {dead:?}");
+        }
         // Many addresses still fit the i16 jump range.
         let many: Vec<IpAddr> = (0..64u8)
             .flat_map(|i| {
