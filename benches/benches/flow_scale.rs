@@ -87,7 +87,7 @@ static BASELINE_RSS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 /// Set up and report RSS per flow: (RSS after setup - RSS before the first setup) / n.
 /// Sizes run in ascending order and the allocator keeps what smaller, dropped setups
 /// used, so this over-counts by at most the previous sizes' share (about 10% with 10x
-/// steps): an upper bound, not a flattering figure. (No heap trimming: that needs an
+/// steps): an upper bound, not a flattering figure. (No heap trimming: that needs a
 /// libc call outside safe Rust, and such code lives only in the driver.)
 fn measured_setup<T>(kind: &'static str, n: usize, f: impl FnOnce() -> T) -> T {
     let before = *BASELINE_RSS.get_or_init(|| rss_bytes().unwrap_or(0));
