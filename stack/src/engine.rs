@@ -46,7 +46,8 @@ pub struct EngineConfig {
     pub half_open_timeout: Duration,
     /// A flow that hears nothing from its peer this long is aborted (`TimedOut`). smoltcp
     /// has no retransmission limit, so this is what frees flows of dead peers and black
-    /// holes (RFC 9293 3.8.3: R2 at least 100 s). None: never.
+    /// holes (RFC 9293 3.8.3: R2 at least 100 s). It should span several keep-alive
+    /// intervals, so one lost probe reply does not end a live connection. None: never.
     pub user_timeout: Option<Duration>,
     /// Keep-alive probe interval for idle flows, so a live but quiet peer answers within
     /// `user_timeout`. None: no probes (then `user_timeout` also ends idle flows).
@@ -69,7 +70,7 @@ impl Default for EngineConfig {
             egress_quota: 64,
             idle_spin_us: 200,
             half_open_timeout: Duration::from_secs(30),
-            user_timeout: Some(Duration::from_secs(180)),
+            user_timeout: Some(Duration::from_secs(300)),
             keep_alive: Some(Duration::from_secs(60)),
         }
     }
@@ -236,6 +237,8 @@ struct Core<A: App> {
     /// Scratch for a receive batch's first pass (kept to avoid allocation).
     batch: Vec<(Class, u32)>,
     next_gw_refresh: Instant,
+    /// xorshift state for keep-alive jitter (seeded from the engine's seed).
+    jitter: u64,
     next_port: u16,
     dirty: Vec<(u32, u32)>,
     scratch: Vec<u8>,
@@ -338,6 +341,7 @@ impl<L: Link, A: App> Engine<L, A> {
             fired: Vec::new(),
             batch: Vec::new(),
             next_gw_refresh: now + smoltcp::time::Duration::from_millis(neigh::REFRESH_MS as u64),
+            jitter: cfg.seed | 1,
             next_port: *EPHEMERAL.start() + (cfg.seed % 16384) as u16,
             dirty: Vec::new(),
             scratch: vec![0; cfg.tcp_rx_buf.max(2048)],
@@ -860,11 +864,22 @@ impl<A: App> Core<A> {
             let h = set.add(s);
             (set, h)
         });
+        // Keep-alive interval with up to +50 % jitter per flow: flows opened together
+        // (a load test, a reconnect storm) would otherwise probe in the same millisecond,
+        // and a burst of N probes and N replies overflows the rings; flows whose replies
+        // are dropped repeatedly would then reach the user timeout.
+        let keep_alive = self.cfg.keep_alive.map(|d| {
+            self.jitter ^= self.jitter << 13;
+            self.jitter ^= self.jitter >> 7;
+            self.jitter ^= self.jitter << 17;
+            let extra = self.jitter % (d.total_millis() / 2 + 1);
+            d + smoltcp::time::Duration::from_millis(extra)
+        });
         let sock = set.get_mut::<tcp::Socket>(handle);
         sock.set_nagle_enabled(false);
         // Set while Closed: `listen`/`connect` reset the timer, so no keep-alive goes out
         // before the connection is idle for `keep_alive`.
-        sock.set_keep_alive(self.cfg.keep_alive);
+        sock.set_keep_alive(keep_alive);
         sock.set_timeout(self.cfg.user_timeout);
         (set, handle)
     }

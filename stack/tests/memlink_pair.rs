@@ -485,3 +485,60 @@ fn ephemeral_ports_exhaust_with_an_error() {
     e.poll(Instant::from_millis(1));
     assert!(e.connect(server, Instant::from_millis(1)).is_ok());
 }
+
+/// Flows opened together must not send their keep-alive probes in the same instant (a
+/// burst of N probes and N replies overflows the rings at scale): the interval is
+/// jittered per flow. 200 idle flows, their first probes spread over many milliseconds.
+#[test]
+fn keep_alive_probes_are_spread_out() {
+    let (la, lb) = MemLink::pair();
+    let client = Client {
+        payload: vec![],
+        conns: HashMap::new(),
+        done: vec![],
+        closed: vec![],
+        connected: 0,
+    };
+    let mut c = Engine::new(la, cfg(1, 1), client, Instant::from_millis(0));
+    let mut s = Engine::new(lb, cfg(2, 2), Echo::default(), Instant::from_millis(0));
+    s.listen(7, 256).unwrap();
+    let server = IpEndpoint::new(IpAddress::v4(198, 18, 0, 2), 7);
+    let mut t = 0;
+    run(&mut c, &mut s, &mut t, 5, |_, _| false);
+    for _ in 0..200 {
+        c.connect(server, Instant::from_millis(t)).unwrap();
+    }
+    run(&mut c, &mut s, &mut t, 5_000, |c, _| {
+        c.app().connected == 200
+    });
+    assert_eq!(c.app().connected, 200);
+    let sent = |s: &Engine<MemLink, Echo>| {
+        s.counters()
+            .into_iter()
+            .find(|(k, _)| *k == "link_tx_frames")
+            .map_or(0, |(_, v)| v)
+    };
+    // Idle until well past the first probes (60 s + up to 50 %), counting the server's
+    // frames per millisecond.
+    let mut busiest = 0;
+    let mut total = 0;
+    while t < 100_000 {
+        let before = sent(&s);
+        c.poll(Instant::from_millis(t));
+        s.poll(Instant::from_millis(t));
+        c.poll(Instant::from_millis(t));
+        let n = sent(&s) - before;
+        busiest = busiest.max(n);
+        total += n;
+        t += 1;
+    }
+    assert!(
+        total >= 200,
+        "every flow probed at least once ({total} frames)"
+    );
+    assert!(
+        busiest <= 20,
+        "{busiest} frames in one millisecond: probes are synchronized"
+    );
+    assert_eq!(s.flow_count(), 200, "live idle flows stay");
+}
