@@ -3,8 +3,9 @@
 //! from a busy-polled loop.
 //!
 //! This crate knows nothing of AF_XDP: it sees frames through the two-method [`Link`]
-//! seam, so its tests and benches run over [`MemLink`] without privileges. It contains no
-//! `unsafe` code.
+//! seam, so its tests and benches run over [`MemLink`] without privileges. It is safe Rust
+//! only (`forbid(unsafe_code)`); the driver crate holds all of the project's raw memory
+//! and system-call code.
 #![forbid(unsafe_code)]
 
 pub mod app;
