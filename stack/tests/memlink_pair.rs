@@ -39,6 +39,16 @@ struct Client {
 }
 
 impl Client {
+    fn new(payload: Vec<u8>) -> Client {
+        Client {
+            payload,
+            conns: HashMap::new(),
+            done: vec![],
+            closed: vec![],
+            connected: 0,
+        }
+    }
+
     fn push(&mut self, c: &mut Conn<'_, Self>) {
         let st = self.conns.get_mut(&c.id()).unwrap();
         while st.0 < self.payload.len() {
@@ -127,13 +137,7 @@ fn bulk_echo_both_ways_sha256_equal() {
     let data = payload(1 << 20, 7);
     let want: [u8; 32] = Sha256::digest(&data).into();
     let mut t = 0;
-    let client = Client {
-        payload: data,
-        conns: HashMap::new(),
-        done: vec![],
-        closed: vec![],
-        connected: 0,
-    };
+    let client = Client::new(data);
     let mut c = Engine::new(la, cfg(1, 1), client, Instant::from_millis(0));
     let mut s = Engine::new(lb, cfg(2, 2), Echo::default(), Instant::from_millis(0));
     s.listen(7, 128).unwrap();
@@ -169,13 +173,7 @@ fn bulk_echo_both_ways_sha256_equal() {
 fn many_concurrent_connections_and_backlog() {
     let (la, lb) = MemLink::pair();
     let mut t = 0;
-    let client = Client {
-        payload: payload(3000, 9),
-        conns: HashMap::new(),
-        done: vec![],
-        closed: vec![],
-        connected: 0,
-    };
+    let client = Client::new(payload(3000, 9));
     let mut c = Engine::new(la, cfg(1, 1), client, Instant::from_millis(0));
     let mut s = Engine::new(lb, cfg(2, 2), Echo::default(), Instant::from_millis(0));
     s.listen(7, 64).unwrap();
@@ -201,13 +199,7 @@ fn many_concurrent_connections_and_backlog() {
 fn syn_to_closed_port_gets_rst_and_no_state() {
     let (la, lb) = MemLink::pair();
     let mut t = 0;
-    let client = Client {
-        payload: vec![1],
-        conns: HashMap::new(),
-        done: vec![],
-        closed: vec![],
-        connected: 0,
-    };
+    let client = Client::new(vec![1]);
     let mut c = Engine::new(la, cfg(1, 1), client, Instant::from_millis(0));
     let mut s = Engine::new(lb, cfg(2, 2), Echo::default(), Instant::from_millis(0));
     c.connect(
@@ -275,13 +267,7 @@ fn partial_consumption_across_ring_wrap() {
     let data = payload(300_000, 3);
     let want: [u8; 32] = Sha256::digest(&data).into();
     let mut t = 0;
-    let client = Client {
-        payload: data,
-        conns: HashMap::new(),
-        done: vec![],
-        closed: vec![],
-        connected: 0,
-    };
+    let client = Client::new(data);
     let mut c = Engine::new(la, cfg(1, 1), client, Instant::from_millis(0));
     let mut s = Engine::new(lb, cfg(2, 2), Dribble, Instant::from_millis(0));
     s.listen(7, 8).unwrap();
@@ -303,13 +289,7 @@ fn partial_consumption_across_ring_wrap() {
 fn connect_does_not_wait_out_arp_silence() {
     let (la, lb) = MemLink::pair();
     let mut t = 0;
-    let client = Client {
-        payload: payload(100, 1),
-        conns: HashMap::new(),
-        done: vec![],
-        closed: vec![],
-        connected: 0,
-    };
+    let client = Client::new(payload(100, 1));
     let mut c = Engine::new(la, cfg(1, 1), client, Instant::from_millis(0));
     let mut s = Engine::new(lb, cfg(2, 2), Echo::default(), Instant::from_millis(0));
     s.listen(7, 64).unwrap();
@@ -420,13 +400,7 @@ fn full_link_defers_instead_of_dropping() {
     let data = payload(200_000, 11);
     let want: [u8; 32] = Sha256::digest(&data).into();
     let mut t = 0;
-    let client = Client {
-        payload: data,
-        conns: HashMap::new(),
-        done: vec![],
-        closed: vec![],
-        connected: 0,
-    };
+    let client = Client::new(data);
     let mut c = Engine::new(la, cfg(1, 1), client, Instant::from_millis(0));
     let mut s = Engine::new(lb, cfg(2, 2), Echo::default(), Instant::from_millis(0));
     s.listen(7, 8).unwrap();
@@ -453,13 +427,7 @@ fn ephemeral_ports_exhaust_with_an_error() {
     let mut c = cfg(1, 1);
     c.tcp_rx_buf = 512;
     c.tcp_tx_buf = 512;
-    let client = Client {
-        payload: vec![],
-        conns: HashMap::new(),
-        done: vec![],
-        closed: vec![],
-        connected: 0,
-    };
+    let client = Client::new(vec![]);
     let mut e = Engine::new(la, c, client, Instant::from_millis(0));
     let server = IpEndpoint::new(IpAddress::v4(198, 18, 0, 2), 7);
     let mut ports = std::collections::HashSet::new();
@@ -492,13 +460,7 @@ fn ephemeral_ports_exhaust_with_an_error() {
 #[test]
 fn keep_alive_probes_are_spread_out() {
     let (la, lb) = MemLink::pair();
-    let client = Client {
-        payload: vec![],
-        conns: HashMap::new(),
-        done: vec![],
-        closed: vec![],
-        connected: 0,
-    };
+    let client = Client::new(vec![]);
     let mut c = Engine::new(la, cfg(1, 1), client, Instant::from_millis(0));
     let mut s = Engine::new(lb, cfg(2, 2), Echo::default(), Instant::from_millis(0));
     s.listen(7, 256).unwrap();
