@@ -47,18 +47,8 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct RawArgs {
-    /// Interface to bind (in the current network namespace).
-    #[arg(long)]
-    iface: String,
-    /// NIC queue.
-    #[arg(long, default_value_t = 0)]
-    queue: u32,
-    /// XDP attach mode.
-    #[arg(long, value_enum, default_value_t = Mode::Auto)]
-    xdp_mode: Mode,
-    /// Replace an XDP program that something else left on the interface.
-    #[arg(long)]
-    force: bool,
+    #[command(flatten)]
+    link: PortArgs,
     /// Seconds to measure (rxdrop: from the first frame; it also stops 1 s after the
     /// last one).
     #[arg(long, default_value_t = 5)]
@@ -86,21 +76,12 @@ fn parse_mac(s: &str) -> Result<[u8; 6], String> {
 
 /// rxdrop / txgen: a port with no address steering, a raw loop, one result line.
 fn raw(a: RawArgs, rx: bool) -> Result<(), String> {
-    let (mut port, mode, copy) = open_port(
-        &a.iface,
-        a.queue,
-        2048,
-        8192,
-        4096,
-        a.xdp_mode,
-        a.force,
-        Vec::new(),
-    )?;
+    let (mut port, mode, copy) = open_port(&a.link, Vec::new())?;
     let d = Duration::from_secs(a.seconds.max(1));
     let (what, r) = if rx {
         eprintln!(
             "c10m: rxdrop on {} queue {} (XDP {mode}, {copy}): ready",
-            a.iface, a.queue
+            a.link.iface, a.link.queue
         );
         (
             "rxdrop",
@@ -110,7 +91,7 @@ fn raw(a: RawArgs, rx: bool) -> Result<(), String> {
         let frame = c10m_apps::raw::udp_frame(a.size, port.mac(), a.dst_mac);
         eprintln!(
             "c10m: txgen on {} queue {} (XDP {mode}, {copy}): ready",
-            a.iface, a.queue
+            a.link.iface, a.link.queue
         );
         ("txgen", c10m_apps::raw::txgen(&mut port, &frame, d))
     };
@@ -159,42 +140,16 @@ enum IdleArg {
     Adaptive,
 }
 
+/// Which NIC queue an AF_XDP port binds and how (serve, loadgen, rxdrop, txgen).
 #[derive(clap::Args)]
-struct Serve {
-    /// Interface to bind (in the current network namespace), e.g. a testbed's `NAME-s`.
+struct PortArgs {
+    /// Interface to bind (in the current network namespace), e.g. a testbed's `NAME-s`
+    /// (server side) or `NAME-p` (peer side).
     #[arg(long)]
     iface: String,
     /// NIC receive queue to own.
     #[arg(long, default_value_t = 0)]
     queue: u32,
-    /// The stack's IPv4 address with prefix length, e.g. 198.18.0.2/24. Must differ from
-    /// the kernel's own addresses on the interface (the kernel keeps those).
-    #[arg(long, value_parser = parse_v4_cidr)]
-    ip: Option<(Ipv4Addr, u8)>,
-    /// The stack's IPv6 address with prefix length, e.g. 2001:2::2/64.
-    #[arg(long, value_parser = parse_v6_cidr)]
-    ip6: Option<(Ipv6Addr, u8)>,
-    /// Default IPv4 gateway (for peers off the local subnet).
-    #[arg(long)]
-    gateway: Option<Ipv4Addr>,
-    /// Default IPv6 gateway.
-    #[arg(long)]
-    gateway6: Option<Ipv6Addr>,
-    /// Application to serve.
-    #[arg(long, value_enum, default_value_t = AppKind::Echo)]
-    app: AppKind,
-    /// TCP and UDP port the application listens on.
-    #[arg(long, default_value_t = 7)]
-    port: u16,
-    /// Connections allowed in the TCP handshake at once; further SYNs are dropped and counted.
-    #[arg(long, default_value_t = 1024)]
-    backlog: usize,
-    /// Most TCP flows held at once (any state).
-    #[arg(long, default_value_t = 100_000)]
-    max_flows: usize,
-    /// TCP receive and send buffer per connection, bytes.
-    #[arg(long, default_value_t = 64 * 1024)]
-    tcp_buf: usize,
     /// XDP attach mode.
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     xdp_mode: Mode,
@@ -210,6 +165,70 @@ struct Serve {
     /// Size of each AF_XDP ring (power of two).
     #[arg(long, default_value_t = 2048)]
     ring_size: u32,
+}
+
+/// The stack's own addresses on the interface (serve, loadgen).
+#[derive(clap::Args)]
+struct AddrArgs {
+    /// The stack's IPv4 address with prefix length, e.g. 198.18.0.2/24. Must differ from
+    /// the kernel's own addresses on the interface (the kernel keeps those).
+    #[arg(long, value_parser = parse_v4_cidr)]
+    ip: Option<(Ipv4Addr, u8)>,
+    /// The stack's IPv6 address with prefix length, e.g. 2001:2::2/64.
+    #[arg(long, value_parser = parse_v6_cidr)]
+    ip6: Option<(Ipv6Addr, u8)>,
+    /// Default IPv4 gateway (for peers off the local subnet).
+    #[arg(long)]
+    gateway: Option<Ipv4Addr>,
+    /// Default IPv6 gateway.
+    #[arg(long)]
+    gateway6: Option<Ipv6Addr>,
+}
+
+impl AddrArgs {
+    /// The addresses the XDP program steers to the stack; an error if there are none.
+    fn steer(&self) -> Result<Vec<IpAddr>, String> {
+        let v: Vec<IpAddr> = (self.ip.map(|(a, _)| IpAddr::V4(a)).into_iter())
+            .chain(self.ip6.map(|(a, _)| IpAddr::V6(a)))
+            .collect();
+        if v.is_empty() {
+            return Err(
+                "give the stack an address: --ip 198.18.0.2/24 and/or --ip6 2001:2::2/64".into(),
+            );
+        }
+        Ok(v)
+    }
+
+    /// "ADDR/LEN ..." for the start-up line.
+    fn show(&self) -> String {
+        let v: Vec<String> = (self.ip.map(|(ip, l)| format!("{ip}/{l}")).into_iter())
+            .chain(self.ip6.map(|(ip, l)| format!("{ip}/{l}")))
+            .collect();
+        v.join(" ")
+    }
+}
+
+#[derive(clap::Args)]
+struct Serve {
+    #[command(flatten)]
+    link: PortArgs,
+    #[command(flatten)]
+    addr: AddrArgs,
+    /// Application to serve.
+    #[arg(long, value_enum, default_value_t = AppKind::Echo)]
+    app: AppKind,
+    /// TCP and UDP port the application listens on.
+    #[arg(long, default_value_t = 7)]
+    port: u16,
+    /// Connections allowed in the TCP handshake at once; further SYNs are dropped and counted.
+    #[arg(long, default_value_t = 1024)]
+    backlog: usize,
+    /// Most TCP flows held at once (any state).
+    #[arg(long, default_value_t = 100_000)]
+    max_flows: usize,
+    /// TCP receive and send buffer per connection, bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    tcp_buf: usize,
     /// Frames handled per receive batch.
     #[arg(long, default_value_t = 64)]
     batch: usize,
@@ -263,25 +282,10 @@ enum ProtoArg {
 
 #[derive(clap::Args)]
 struct LoadgenArgs {
-    /// Interface to bind (in the current network namespace), e.g. a testbed's `NAME-p`.
-    #[arg(long)]
-    iface: String,
-    /// NIC receive queue to own.
-    #[arg(long, default_value_t = 0)]
-    queue: u32,
-    /// The generator's IPv4 address with prefix length, e.g. 198.18.0.4/24. Must differ
-    /// from the kernel's own addresses on the interface (the kernel keeps those).
-    #[arg(long, value_parser = parse_v4_cidr)]
-    ip: Option<(Ipv4Addr, u8)>,
-    /// The generator's IPv6 address with prefix length (for an IPv6 --target).
-    #[arg(long, value_parser = parse_v6_cidr)]
-    ip6: Option<(Ipv6Addr, u8)>,
-    /// Default IPv4 gateway (for a target off the local subnet).
-    #[arg(long)]
-    gateway: Option<Ipv4Addr>,
-    /// Default IPv6 gateway.
-    #[arg(long)]
-    gateway6: Option<Ipv6Addr>,
+    #[command(flatten)]
+    link: PortArgs,
+    #[command(flatten)]
+    addr: AddrArgs,
     /// Server to load, ADDRESS:PORT (IPv6: [ADDRESS]:PORT).
     #[arg(long)]
     target: std::net::SocketAddr,
@@ -336,21 +340,6 @@ struct LoadgenArgs {
     /// Most TCP flows held at once (any state, TIME-WAIT included).
     #[arg(long, default_value_t = 100_000)]
     max_flows: usize,
-    /// XDP attach mode.
-    #[arg(long, value_enum, default_value_t = Mode::Auto)]
-    xdp_mode: Mode,
-    /// Replace an XDP program that something else left on the interface.
-    #[arg(long)]
-    force: bool,
-    /// UMEM frame size in bytes (2048 or 4096).
-    #[arg(long, default_value_t = 2048)]
-    frame_size: u32,
-    /// Number of UMEM frames.
-    #[arg(long, default_value_t = 4096)]
-    frames: u32,
-    /// Size of each AF_XDP ring (power of two).
-    #[arg(long, default_value_t = 2048)]
-    ring_size: u32,
     /// Frames handled per receive batch.
     #[arg(long, default_value_t = 64)]
     batch: usize,
@@ -416,29 +405,22 @@ fn main() -> ExitCode {
 
 /// The AF_XDP port on (iface, queue) steering `steer` to it, with words for its XDP mode
 /// and copy mode (for the start-up line).
-#[allow(clippy::too_many_arguments)]
 fn open_port(
-    iface: &str,
-    queue: u32,
-    frame_size: u32,
-    frames: u32,
-    ring_size: u32,
-    xdp_mode: Mode,
-    force: bool,
+    p: &PortArgs,
     steer: Vec<IpAddr>,
 ) -> Result<(Port, &'static str, &'static str), String> {
     let pcfg = PortConfig {
-        ifname: iface.to_string(),
-        queue,
-        frame_size,
-        frame_count: frames,
-        ring_size,
-        xdp_mode: match xdp_mode {
+        ifname: p.iface.clone(),
+        queue: p.queue,
+        frame_size: p.frame_size,
+        frame_count: p.frames,
+        ring_size: p.ring_size,
+        xdp_mode: match p.xdp_mode {
             Mode::Auto => XdpMode::Auto,
             Mode::Native => XdpMode::Native,
             Mode::Skb => XdpMode::Skb,
         },
-        force,
+        force: p.force,
         steer,
         need_wakeup: true,
     };
@@ -456,35 +438,14 @@ fn open_port(
 }
 
 fn serve(a: Serve) -> Result<(), String> {
-    if a.ip.is_none() && a.ip6.is_none() {
-        return Err(
-            "give the stack an address: --ip 198.18.0.2/24 and/or --ip6 2001:2::2/64".into(),
-        );
-    }
-    let mut steer: Vec<IpAddr> = Vec::new();
-    if let Some((v4, _)) = a.ip {
-        steer.push(v4.into());
-    }
-    if let Some((v6, _)) = a.ip6 {
-        steer.push(v6.into());
-    }
-    let (port, mode, copy) = open_port(
-        &a.iface,
-        a.queue,
-        a.frame_size,
-        a.frames,
-        a.ring_size,
-        a.xdp_mode,
-        a.force,
-        steer,
-    )?;
+    let (port, mode, copy) = open_port(&a.link, a.addr.steer()?)?;
     let mac = port.mac();
     let ecfg = EngineConfig {
         mac,
-        ipv4: a.ip,
-        ipv6: a.ip6,
-        gateway4: a.gateway,
-        gateway6: a.gateway6,
+        ipv4: a.addr.ip,
+        ipv6: a.addr.ip6,
+        gateway4: a.addr.gateway,
+        gateway6: a.addr.gateway6,
         tcp_rx_buf: a.tcp_buf,
         tcp_tx_buf: a.tcp_buf,
         max_flows: a.max_flows,
@@ -507,11 +468,7 @@ fn serve(a: Serve) -> Result<(), String> {
         });
     }
     let link = XdpLink::new(port);
-    let addrs: Vec<String> =
-        a.ip.map(|(ip, l)| format!("{ip}/{l}"))
-            .into_iter()
-            .chain(a.ip6.map(|(ip, l)| format!("{ip}/{l}")))
-            .collect();
+    let addrs = a.addr.show();
     let what = match a.app {
         AppKind::Echo => format!("echo on port {} (tcp+udp)", a.port),
         AppKind::Kv => format!("kv (RESP2) on port {}", a.port),
@@ -538,9 +495,9 @@ fn serve(a: Serve) -> Result<(), String> {
     };
     eprintln!(
         "c10m: serving {what} at {} via {} queue {}, XDP {mode}, {copy} mode, mac {}",
-        addrs.join(" "),
-        a.iface,
-        a.queue,
+        addrs,
+        a.link.iface,
+        a.link.queue,
         mac.iter()
             .map(|b| format!("{b:02x}"))
             .collect::<Vec<_>>()
@@ -616,27 +573,27 @@ fn run_app<A: App>(
 
 fn loadgen(a: LoadgenArgs) -> Result<(), String> {
     use c10m_apps::loadgen::{self, Clock, IdleMode, Loadgen, Proto};
-    if a.ip.is_none() && a.ip6.is_none() {
+    if a.addr.ip.is_none() && a.addr.ip6.is_none() {
         return Err(
             "give the generator an address: --ip 198.18.0.4/24 and/or --ip6 2001:2::4/64".into(),
         );
     }
     let (target_ip, prefix_ok) = match a.target.ip() {
         IpAddr::V4(t) => {
-            let Some((ip, len)) = a.ip else {
+            let Some((ip, len)) = a.addr.ip else {
                 return Err(format!("--target {} is IPv4: give --ip too", a.target));
             };
             let mask = u32::MAX << (32 - len as u32);
             let on_link = u32::from(t) & mask == u32::from(ip) & mask;
-            (IpAddr::V4(t), on_link || a.gateway.is_some())
+            (IpAddr::V4(t), on_link || a.addr.gateway.is_some())
         }
         IpAddr::V6(t) => {
-            let Some((ip, len)) = a.ip6 else {
+            let Some((ip, len)) = a.addr.ip6 else {
                 return Err(format!("--target {} is IPv6: give --ip6 too", a.target));
             };
             let mask = u128::MAX << (128 - len as u32);
             let on_link = u128::from(t) & mask == u128::from(ip) & mask;
-            (IpAddr::V6(t), on_link || a.gateway6.is_some())
+            (IpAddr::V6(t), on_link || a.addr.gateway6.is_some())
         }
     };
     if !prefix_ok {
@@ -724,29 +681,13 @@ fn loadgen(a: LoadgenArgs) -> Result<(), String> {
         connect_rate: a.connect_rate,
         timeout: Duration::from_millis(a.timeout),
     };
-    let mut steer: Vec<IpAddr> = Vec::new();
-    if let Some((v4, _)) = a.ip {
-        steer.push(v4.into());
-    }
-    if let Some((v6, _)) = a.ip6 {
-        steer.push(v6.into());
-    }
-    let (port, mode, copy) = open_port(
-        &a.iface,
-        a.queue,
-        a.frame_size,
-        a.frames,
-        a.ring_size,
-        a.xdp_mode,
-        a.force,
-        steer,
-    )?;
+    let (port, mode, copy) = open_port(&a.link, a.addr.steer()?)?;
     let ecfg = EngineConfig {
         mac: port.mac(),
-        ipv4: a.ip,
-        ipv6: a.ip6,
-        gateway4: a.gateway,
-        gateway6: a.gateway6,
+        ipv4: a.addr.ip,
+        ipv6: a.addr.ip6,
+        gateway4: a.addr.gateway,
+        gateway6: a.addr.gateway6,
         tcp_rx_buf: a.tcp_buf,
         tcp_tx_buf: a.tcp_buf,
         max_flows: a.max_flows,
@@ -760,11 +701,7 @@ fn loadgen(a: LoadgenArgs) -> Result<(), String> {
         signal_hook::flag::register(sig, stop.clone())
             .map_err(|e| format!("signal handler: {e}"))?;
     }
-    let addrs: Vec<String> =
-        a.ip.map(|(ip, l)| format!("{ip}/{l}"))
-            .into_iter()
-            .chain(a.ip6.map(|(ip, l)| format!("{ip}/{l}")))
-            .collect();
+    let addrs = a.addr.show();
     let mode_line = match a.rate {
         Some(r) => format!("open loop at {r} req/s"),
         None => "closed loop".into(),
@@ -776,9 +713,9 @@ fn loadgen(a: LoadgenArgs) -> Result<(), String> {
         a.target,
         a.duration,
         if a.warmup > 0.0 { format!(" after {}s warm-up", a.warmup) } else { String::new() },
-        addrs.join(" "),
-        a.iface,
-        a.queue
+        addrs,
+        a.link.iface,
+        a.link.queue
     );
     let clock = Clock::real();
     let mut engine = Engine::new(
