@@ -1,6 +1,6 @@
 //! Echo (RFC 862) over TCP and UDP: every byte goes back where it came from.
 
-use c10m_stack::{App, CloseReason, Conn, ConnId, Datagram};
+use c10m_stack::{App, CloseReason, Conn, Datagram};
 
 /// Echo server. Backpressure is TCP's own: bytes that do not fit the send buffer stay
 /// unconsumed in the receive buffer, which shrinks the window the peer sees.
@@ -18,7 +18,7 @@ impl App for Echo {
         c.send(data)
     }
 
-    fn on_closed(&mut self, _id: ConnId, _state: (), reason: CloseReason) {
+    fn on_closed(&mut self, _c: &mut Conn<'_, Self>, reason: CloseReason) {
         self.conns_closed += 1;
         if reason == CloseReason::Reset {
             self.resets += 1;

@@ -11,7 +11,7 @@
 //! show what the pool is for. Optionally the same app echoes on a second port, so one
 //! engine serves both kinds of clients.
 
-use c10m_stack::{App, CloseReason, Conn, ConnId};
+use c10m_stack::{App, Conn};
 use sha2::{Digest, Sha256};
 
 /// Largest accepted body.
@@ -186,8 +186,6 @@ impl App for Hash {
             }
         }
     }
-
-    fn on_closed(&mut self, _id: ConnId, _state: HashConn, _reason: CloseReason) {}
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
         vec![

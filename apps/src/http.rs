@@ -31,7 +31,7 @@
 //! the wall clock (`SystemTime`) read again.
 
 use c10m_stack::smoltcp::time::{Duration, Instant};
-use c10m_stack::{App, CloseReason, Conn, ConnId};
+use c10m_stack::{App, Conn};
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::Path;
@@ -640,8 +640,6 @@ impl App for Http {
         }
     }
 
-    fn on_closed(&mut self, _id: ConnId, _state: HttpConn, _reason: CloseReason) {}
-
     fn counters(&self) -> Vec<(&'static str, u64)> {
         let s = &self.stats;
         vec![
@@ -770,7 +768,7 @@ fn load_dir(
 mod tests {
     use super::*;
     use c10m_stack::smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
-    use c10m_stack::{Engine, EngineConfig, MemLink};
+    use c10m_stack::{CloseReason, Engine, EngineConfig, MemLink};
 
     fn cfg(last: u8, buf: usize) -> EngineConfig {
         EngineConfig {
@@ -832,7 +830,7 @@ mod tests {
             self.fin = true;
             c.close();
         }
-        fn on_closed(&mut self, _id: ConnId, _s: (), r: CloseReason) {
+        fn on_closed(&mut self, _c: &mut Conn<'_, Self>, r: CloseReason) {
             self.closed = Some(r);
         }
     }

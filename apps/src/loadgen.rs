@@ -910,7 +910,8 @@ impl App for Loadgen {
         c.close();
     }
 
-    fn on_closed(&mut self, id: ConnId, state: SlotRef, _reason: CloseReason) {
+    fn on_closed(&mut self, c: &mut Conn<'_, Self>, _reason: CloseReason) {
+        let (id, state) = (c.id(), *c.state());
         let s = if state > 0 {
             state - 1
         } else {

@@ -92,8 +92,11 @@ pub trait App: Sized {
     fn on_timer(&mut self, _c: &mut Conn<'_, Self>) {}
     /// A job this connection offloaded finished (results arrive in completion order).
     fn on_done(&mut self, _c: &mut Conn<'_, Self>, _result: Self::Done) {}
-    /// The connection is gone (after this, its id is dead); its state is handed back.
-    fn on_closed(&mut self, _id: ConnId, _state: Self::ConnState, _reason: CloseReason) {}
+    /// The connection ended. The handle still reads its state (take it with
+    /// `std::mem::take(c.state())`; it is dropped after this call) and addresses, and
+    /// reaches peers (`Conn::peer`, e.g. to pass a reset on) and `Conn::connect`; sending
+    /// on it queues nothing. After this its id is dead.
+    fn on_closed(&mut self, _c: &mut Conn<'_, Self>, _reason: CloseReason) {}
     /// A UDP datagram arrived on a bound port.
     fn on_datagram(&mut self, _d: &mut Datagram<'_>, _data: &[u8]) {}
     /// The app's own counters, reported with the engine's.
@@ -112,6 +115,8 @@ pub struct Conn<'a, A: App> {
     pub(crate) now: Instant,
     pub(crate) offload: Option<&'a mut OffloadPort<A::Done>>,
     pub(crate) offloads: &'a mut u32,
+    /// The engine's other flows (None on a handle from `Conn::peer`).
+    pub(crate) net: Option<crate::peer::Net<'a, A::ConnState>>,
 }
 
 /// Per-connection booleans the engine tracks for callbacks.

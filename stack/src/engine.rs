@@ -11,6 +11,7 @@ use crate::device::{LinkDevice, TxDrops};
 use crate::link::{Link, TxSink};
 use crate::neigh;
 use crate::offload::{OffloadPort, Pool};
+use crate::peer::{plan_connect, Net, PendingConnect, EPHEMERAL};
 use crate::stats::Stats;
 use crate::timer::TimerWheel;
 use crate::wire::{classify, Class, FourTuple};
@@ -136,10 +137,7 @@ impl std::error::Error for ConnectError {}
 /// No flow for this frame (first-pass lookup result).
 const NO_FLOW: u32 = u32::MAX;
 
-/// Ephemeral port range (RFC 6335 dynamic ports).
-const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
-
-struct Listener {
+pub(crate) struct Listener {
     backlog: usize,
     half_open: usize,
     rx_buf: usize,
@@ -158,7 +156,7 @@ pub struct ListenOptions {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(crate) enum Phase {
     /// Passive open in progress; counts against the listener's backlog.
     HalfOpen,
     /// Active open in progress (SYN-SENT).
@@ -169,13 +167,13 @@ enum Phase {
     Done,
 }
 
-struct Flow<S> {
+pub(crate) struct Flow<S> {
     key: FourTuple,
     set: SocketSet<'static>,
     handle: SocketHandle,
-    phase: Phase,
-    dirty: bool,
-    flags: ConnFlags,
+    pub(crate) phase: Phase,
+    pub(crate) dirty: bool,
+    pub(crate) flags: ConnFlags,
     rst_seen: bool,
     fin_told: bool,
     timer_seq: u32,
@@ -187,13 +185,15 @@ struct Flow<S> {
 }
 
 impl<S> Flow<S> {
-    /// The app's view of this flow, lent to one callback.
-    fn conn<'a, A: App<ConnState = S>>(
+    /// The app's view of this flow, lent to one callback; `net` reaches the engine's
+    /// other flows (None for a handle obtained through `Conn::peer`).
+    pub(crate) fn conn<'a, A: App<ConnState = S>>(
         &'a mut self,
         id: ConnId,
         now: Instant,
         offload: Option<&'a mut OffloadPort<A::Done>>,
         offloads: &'a mut u32,
+        net: Option<Net<'a, S>>,
     ) -> Conn<'a, A> {
         Conn {
             id,
@@ -204,6 +204,7 @@ impl<S> Flow<S> {
             now,
             offload,
             offloads,
+            net,
         }
     }
 }
@@ -211,9 +212,21 @@ impl<S> Flow<S> {
 /// A Closed TCP socket in its own one-socket set, buffers kept, ready for reuse.
 type PooledSocket = (SocketSet<'static>, SocketHandle);
 
-struct Slot<S> {
-    gen: u32,
-    flow: Option<Flow<S>>,
+pub(crate) struct Slot<S> {
+    pub(crate) gen: u32,
+    pub(crate) flow: Option<Flow<S>>,
+}
+
+/// The slab split around `idx`: the slots before it, its own, the slots after it. A
+/// callback's handle borrows the flow at `idx` and reaches the others through the two
+/// slices (`Conn::peer`).
+fn split_slots<S>(
+    slots: &mut [Slot<S>],
+    idx: u32,
+) -> (&mut [Slot<S>], &mut Slot<S>, &mut [Slot<S>]) {
+    let (before, rest) = slots.split_at_mut(idx as usize);
+    let (cur, after) = rest.split_first_mut().expect("slot index in range");
+    (before, cur, after)
 }
 
 struct Core<A: App> {
@@ -241,6 +254,9 @@ struct Core<A: App> {
     jitter: u64,
     next_port: u16,
     dirty: Vec<(u32, u32)>,
+    /// Connections opened from callbacks (`Conn::connect`), started when the callback
+    /// returns.
+    pending: Vec<PendingConnect<A::ConnState>>,
     scratch: Vec<u8>,
     drops: TxDrops,
     max_frame: usize,
@@ -283,6 +299,26 @@ macro_rules! timed {
             }
         }
     }};
+}
+
+/// The engine's side of a callback's handle: the other slots (around the flow at hand)
+/// and what `Conn::connect` needs. `$core` is the `Core`, `$before`/`$after` the slices
+/// from `split_slots`.
+macro_rules! net {
+    ($core:expr, $before:expr, $after:expr) => {
+        Some(Net {
+            before: &mut *$before,
+            after: &mut *$after,
+            dirty: &mut $core.dirty,
+            iface: &$core.iface,
+            table: &$core.table,
+            listeners: &$core.listeners,
+            next_port: &mut $core.next_port,
+            free_slots: &mut $core.free_slots,
+            max_flows: $core.cfg.max_flows,
+            pending: &mut $core.pending,
+        })
+    };
 }
 
 /// A per-core engine over link `L` running application `A`.
@@ -344,6 +380,7 @@ impl<L: Link, A: App> Engine<L, A> {
             jitter: cfg.seed | 1,
             next_port: *EPHEMERAL.start() + (cfg.seed % 16384) as u16,
             dirty: Vec::new(),
+            pending: Vec::new(),
             scratch: vec![0; cfg.tcp_rx_buf.max(2048)],
             drops,
             max_frame,
@@ -411,32 +448,42 @@ impl<L: Link, A: App> Engine<L, A> {
     /// Open a connection to `remote` from an ephemeral port. The app hears
     /// `on_connected` when the handshake completes, or `on_closed` if it fails.
     pub fn connect(&mut self, remote: IpEndpoint, now: Instant) -> Result<ConnId, ConnectError> {
+        self.connect_with(remote, A::ConnState::default(), now)
+    }
+
+    /// `connect` with the new connection's state given up front (a client that knows
+    /// what the connection is for before it opens).
+    pub fn connect_with(
+        &mut self,
+        remote: IpEndpoint,
+        state: A::ConnState,
+        now: Instant,
+    ) -> Result<ConnId, ConnectError> {
         let c = &mut self.core;
-        let local_addr = c
-            .iface
-            .ip_addrs()
-            .iter()
-            .map(|a| a.address())
-            .find(|a| std::mem::discriminant(a) == std::mem::discriminant(&remote.addr))
-            .ok_or(ConnectError::NoSourceAddress)?;
-        if c.table.len() >= c.cfg.max_flows {
-            return Err(ConnectError::FlowTableFull);
-        }
-        let port = c.ephemeral_port(local_addr, remote)?;
-        let key = FourTuple {
-            local: IpEndpoint::new(local_addr, port),
+        let key = plan_connect(
+            &c.iface,
+            &c.table,
+            &c.listeners,
+            &mut c.next_port,
+            &c.pending,
+            c.cfg.max_flows,
             remote,
+        )?;
+        let idx = match c.free_slots.pop() {
+            Some(i) => i,
+            None => {
+                c.slots.push(Slot { gen: 0, flow: None });
+                (c.slots.len() - 1) as u32
+            }
         };
-        let (mut set, handle) = c.take_socket((c.cfg.tcp_rx_buf, c.cfg.tcp_tx_buf));
-        let sock = set.get_mut::<tcp::Socket>(handle);
-        if sock.connect(c.iface.context(), remote, key.local).is_err() {
-            c.recycle(set, handle);
-            return Err(ConnectError::Unaddressable);
-        }
-        let idx = c.insert_flow(key, set, handle, Phase::Connecting);
         let gen = c.slots[idx as usize].gen;
-        c.mark_dirty(idx, gen);
-        c.stats.connects += 1;
+        c.pending.push(PendingConnect {
+            idx,
+            gen,
+            key,
+            state,
+        });
+        c.start_connects();
         let _ = now;
         Ok(ConnId { idx, gen })
     }
@@ -465,19 +512,26 @@ impl<L: Link, A: App> Engine<L, A> {
         f: impl FnOnce(&mut Conn<'_, A>) -> R,
     ) -> Option<R> {
         let c = &mut self.core;
-        let slot = c.slots.get_mut(id.idx as usize)?;
-        if slot.gen != id.gen {
+        if c.slots.get(id.idx as usize)?.gen != id.gen {
             return None;
         }
+        let (before, slot, after) = split_slots(&mut c.slots, id.idx);
         let fl = slot.flow.as_mut()?;
         // A connection still in its handshake (after `connect`) may be aborted or given
         // data to send once established.
         if !matches!(fl.phase, Phase::Open | Phase::Connecting) || fl.flags.aborted {
             return None;
         }
-        let mut conn = fl.conn(id, now, c.offload.as_mut(), &mut c.offloads);
+        let mut conn = fl.conn(
+            id,
+            now,
+            c.offload.as_mut(),
+            &mut c.offloads,
+            net!(c, before, after),
+        );
         let r = f(&mut conn);
         c.mark_dirty(id.idx, id.gen);
+        c.start_connects();
         Some(r)
     }
 
@@ -804,7 +858,7 @@ impl<A: App> Core<A> {
                 .half_open -= 1;
             return;
         }
-        let idx = self.insert_flow(key, set, handle, Phase::HalfOpen);
+        let idx = self.insert_flow(key, set, handle, Phase::HalfOpen, Default::default());
         let flow = self.slots[idx as usize]
             .flow
             .as_mut()
@@ -890,6 +944,7 @@ impl<A: App> Core<A> {
         set: SocketSet<'static>,
         handle: SocketHandle,
         phase: Phase,
+        state: A::ConnState,
     ) -> u32 {
         let idx = match self.free_slots.pop() {
             Some(i) => i,
@@ -898,6 +953,20 @@ impl<A: App> Core<A> {
                 (self.slots.len() - 1) as u32
             }
         };
+        self.insert_flow_at(idx, key, set, handle, phase, state);
+        idx
+    }
+
+    /// Fill slot `idx` (free, or reserved by `Conn::connect`) with a new flow.
+    fn insert_flow_at(
+        &mut self,
+        idx: u32,
+        key: FourTuple,
+        set: SocketSet<'static>,
+        handle: SocketHandle,
+        phase: Phase,
+        state: A::ConnState,
+    ) {
         self.slots[idx as usize].flow = Some(Flow {
             key,
             set,
@@ -910,36 +979,41 @@ impl<A: App> Core<A> {
             timer_seq: 0,
             timer_at: u64::MAX,
             app_timer: None,
-            state: Default::default(),
+            state,
         });
         self.table.insert(key, idx);
-        idx
     }
 
-    /// Next ephemeral port whose 4-tuple towards `remote` is free (TIME-WAIT flows are
-    /// still in the table, so they are skipped too).
-    fn ephemeral_port(
-        &mut self,
-        local: IpAddress,
-        remote: IpEndpoint,
-    ) -> Result<u16, ConnectError> {
-        let span = (*EPHEMERAL.end() - *EPHEMERAL.start()) as u32 + 1;
-        for _ in 0..span {
-            let p = self.next_port;
-            self.next_port = if p == *EPHEMERAL.end() {
-                *EPHEMERAL.start()
-            } else {
-                p + 1
-            };
-            let key = FourTuple {
-                local: IpEndpoint::new(local, p),
-                remote,
-            };
-            if !self.table.contains_key(&key) && !self.listeners.contains_key(&p) {
-                return Ok(p);
-            }
+    /// Start the connections callbacks opened (`Conn::connect`), in the slots reserved
+    /// for them. The checks that can fail ran in `connect`; if smoltcp still refuses, the
+    /// flow is reported closed on its first service.
+    fn start_connects(&mut self) {
+        if self.pending.is_empty() {
+            return;
         }
-        Err(ConnectError::PortsExhausted)
+        let mut list = std::mem::take(&mut self.pending);
+        for p in list.drain(..) {
+            let bufs = (self.cfg.tcp_rx_buf, self.cfg.tcp_tx_buf);
+            let (mut set, handle) = self.take_socket(bufs);
+            let sock = set.get_mut::<tcp::Socket>(handle);
+            if sock
+                .connect(self.iface.context(), p.key.remote, p.key.local)
+                .is_err()
+            {
+                self.stats.internal_errors += 1;
+            }
+            // Reserved new slots are numbered from the slab's end, in reservation order.
+            while self.slots.len() <= p.idx as usize {
+                self.slots.push(Slot { gen: 0, flow: None });
+            }
+            debug_assert_eq!(self.slots[p.idx as usize].gen, p.gen);
+            self.insert_flow_at(p.idx, p.key, set, handle, Phase::Connecting, p.state);
+            self.mark_dirty(p.idx, p.gen);
+            self.stats.connects += 1;
+        }
+        if self.pending.is_empty() {
+            self.pending = list; // keep the allocation
+        }
     }
 
     fn mark_dirty(&mut self, idx: u32, gen: u32) {
@@ -1044,6 +1118,7 @@ impl<A: App> Core<A> {
             if let Some(f) = slot.flow.as_mut() {
                 f.dirty = false;
                 self.service_flow(now, idx, sink);
+                self.start_connects();
             }
         }
         list.clear();
@@ -1055,12 +1130,10 @@ impl<A: App> Core<A> {
 
     /// App callbacks, egress and timer re-arm for one flow.
     fn service_flow<S: TxSink + ?Sized>(&mut self, now: Instant, idx: u32, sink: &mut S) {
-        let gen = self.slots[idx as usize].gen;
+        let (before, cur, after) = split_slots(&mut self.slots, idx);
+        let gen = cur.gen;
         let id = ConnId { idx, gen };
-        let f = self.slots[idx as usize]
-            .flow
-            .as_mut()
-            .expect("caller checked");
+        let f = cur.flow.as_mut().expect("caller checked");
         use tcp::State::*;
         let state = f.set.get::<tcp::Socket>(f.handle).state();
 
@@ -1087,7 +1160,13 @@ impl<A: App> Core<A> {
                         .get_mut::<tcp::Socket>(f.handle)
                         .set_timeout(self.cfg.user_timeout);
                     self.stats.accepted += 1;
-                    let mut c = f.conn(id, now, self.offload.as_mut(), &mut self.offloads);
+                    let mut c = f.conn(
+                        id,
+                        now,
+                        self.offload.as_mut(),
+                        &mut self.offloads,
+                        net!(self, before, after),
+                    );
                     if !timed!(self, id, "on_accept", self.app.on_accept(&mut c)) {
                         c.abort();
                         self.stats.refused_by_app += 1;
@@ -1097,14 +1176,33 @@ impl<A: App> Core<A> {
         } else if f.phase == Phase::Connecting && !matches!(state, SynSent | SynReceived | Closed) {
             // (Closed: the handshake failed; reported below as closed.)
             f.phase = Phase::Open;
-            let mut c = f.conn(id, now, self.offload.as_mut(), &mut self.offloads);
+            let mut c = f.conn(
+                id,
+                now,
+                self.offload.as_mut(),
+                &mut self.offloads,
+                net!(self, before, after),
+            );
             timed!(self, id, "on_connected", self.app.on_connected(&mut c));
         }
 
-        if f.phase == Phase::Open && !f.flags.aborted {
+        // A connection opened in `on_accept`/`on_connected` gets its socket when this
+        // service ends; run the other callbacks in the next one, so they can reach it.
+        let deferred = !self.pending.is_empty();
+        if deferred && !f.dirty {
+            f.dirty = true;
+            self.dirty.push((idx, gen));
+        }
+        if f.phase == Phase::Open && !f.flags.aborted && !deferred {
             if f.app_timer.is_some_and(|t| t <= now) {
                 f.app_timer = None;
-                let mut c = f.conn(id, now, self.offload.as_mut(), &mut self.offloads);
+                let mut c = f.conn(
+                    id,
+                    now,
+                    self.offload.as_mut(),
+                    &mut self.offloads,
+                    net!(self, before, after),
+                );
                 timed!(self, id, "on_timer", self.app.on_timer(&mut c));
             }
             // Offer buffered bytes until the app stops consuming.
@@ -1114,7 +1212,13 @@ impl<A: App> Core<A> {
                 if n == 0 {
                     break;
                 }
-                let mut c = f.conn(id, now, self.offload.as_mut(), &mut self.offloads);
+                let mut c = f.conn(
+                    id,
+                    now,
+                    self.offload.as_mut(),
+                    &mut self.offloads,
+                    net!(self, before, after),
+                );
                 let used = timed!(
                     self,
                     id,
@@ -1147,7 +1251,13 @@ impl<A: App> Core<A> {
                 && f.set.get::<tcp::Socket>(f.handle).can_send()
             {
                 f.flags.want_writable = false;
-                let mut c = f.conn(id, now, self.offload.as_mut(), &mut self.offloads);
+                let mut c = f.conn(
+                    id,
+                    now,
+                    self.offload.as_mut(),
+                    &mut self.offloads,
+                    net!(self, before, after),
+                );
                 timed!(self, id, "on_writable", self.app.on_writable(&mut c));
             }
             let sock = f.set.get::<tcp::Socket>(f.handle);
@@ -1158,7 +1268,13 @@ impl<A: App> Core<A> {
                 && matches!(sock.state(), CloseWait | LastAck | Closing | TimeWait)
             {
                 f.fin_told = true;
-                let mut c = f.conn(id, now, self.offload.as_mut(), &mut self.offloads);
+                let mut c = f.conn(
+                    id,
+                    now,
+                    self.offload.as_mut(),
+                    &mut self.offloads,
+                    net!(self, before, after),
+                );
                 timed!(self, id, "on_peer_fin", self.app.on_peer_fin(&mut c));
             }
         }
@@ -1197,8 +1313,16 @@ impl<A: App> Core<A> {
             if was_connecting {
                 self.stats.connects_failed += 1;
             }
-            let st = std::mem::take(&mut f.state);
-            timed!(self, id, "on_closed", self.app.on_closed(id, st, reason));
+            let mut c = f.conn(
+                id,
+                now,
+                self.offload.as_mut(),
+                &mut self.offloads,
+                net!(self, before, after),
+            );
+            timed!(self, id, "on_closed", self.app.on_closed(&mut c, reason));
+            // The app has had its state; drop it now rather than after TIME-WAIT.
+            f.state = Default::default();
         }
         if state == Closed {
             if f.phase == Phase::HalfOpen {
@@ -1221,6 +1345,8 @@ impl<A: App> Core<A> {
         };
         match next {
             None => {}
+            // Already queued to run again (deferred callbacks): it re-arms then.
+            Some(_) if f.dirty => {}
             Some(t) if t <= now || quota_left == 0 => {
                 f.dirty = true;
                 self.dirty.push((idx, gen));
@@ -1247,20 +1373,29 @@ impl<A: App> Core<A> {
             any = true;
             let live = self
                 .slots
-                .get_mut(id.idx as usize)
+                .get(id.idx as usize)
                 .filter(|s| s.gen == id.gen)
-                .and_then(|s| s.flow.as_mut())
-                .filter(|f| f.phase == Phase::Open && !f.flags.aborted);
-            let Some(f) = live else {
+                .and_then(|s| s.flow.as_ref())
+                .is_some_and(|f| f.phase == Phase::Open && !f.flags.aborted);
+            if !live {
                 // The connection closed while its job ran: drop the result.
                 self.stats.offload_results_dropped += 1;
                 continue;
-            };
+            }
+            let (before, slot, after) = split_slots(&mut self.slots, id.idx);
+            let f = slot.flow.as_mut().expect("checked live");
             self.stats.offload_results += 1;
-            let mut c = f.conn(id, now, self.offload.as_mut(), &mut self.offloads);
+            let mut c = f.conn(
+                id,
+                now,
+                self.offload.as_mut(),
+                &mut self.offloads,
+                net!(self, before, after),
+            );
             timed!(self, id, "on_done", self.app.on_done(&mut c, done));
             // Egress for what it queued, and offer data it may have left waiting.
             self.mark_dirty(id.idx, id.gen);
+            self.start_connects();
         }
         any
     }

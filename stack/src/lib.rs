@@ -15,6 +15,7 @@ pub mod link;
 pub mod memlink;
 pub mod neigh;
 pub mod offload;
+mod peer;
 pub mod stats;
 /// A raw TCP peer (frame builder and parser) for tests and benchmarks.
 pub mod testkit;

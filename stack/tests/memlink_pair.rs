@@ -20,7 +20,7 @@ impl App for Echo {
     fn on_data(&mut self, c: &mut Conn<'_, Self>, data: &[u8]) -> usize {
         c.send(data)
     }
-    fn on_closed(&mut self, _id: ConnId, _state: (), r: CloseReason) {
+    fn on_closed(&mut self, _c: &mut Conn<'_, Self>, r: CloseReason) {
         self.closed.push(r);
     }
     fn on_datagram(&mut self, d: &mut Datagram<'_>, data: &[u8]) {
@@ -85,7 +85,7 @@ impl App for Client {
         }
         data.len()
     }
-    fn on_closed(&mut self, _id: ConnId, _state: (), r: CloseReason) {
+    fn on_closed(&mut self, _c: &mut Conn<'_, Self>, r: CloseReason) {
         self.closed.push(r);
     }
 }

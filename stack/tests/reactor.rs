@@ -80,8 +80,8 @@ impl App for Hasher {
         c.state().fin = true;
         self.maybe_answer(c);
     }
-    fn on_closed(&mut self, _id: ConnId, st: HState, _r: CloseReason) {
-        if st.busy {
+    fn on_closed(&mut self, c: &mut Conn<'_, Self>, _r: CloseReason) {
+        if c.state().busy {
             self.dropped_states += 1;
         }
     }
@@ -150,7 +150,7 @@ impl App for Uploader {
         self.reply.extend_from_slice(data);
         data.len()
     }
-    fn on_closed(&mut self, _id: ConnId, _s: (), r: CloseReason) {
+    fn on_closed(&mut self, _c: &mut Conn<'_, Self>, r: CloseReason) {
         self.closed = Some(r);
     }
 }
@@ -330,8 +330,8 @@ impl App for Ticker {
         }
     }
     fn on_peer_fin(&mut self, _c: &mut Conn<'_, Self>) {}
-    fn on_closed(&mut self, _id: ConnId, ticks: u32, _r: CloseReason) {
-        self.final_ticks = Some(ticks);
+    fn on_closed(&mut self, c: &mut Conn<'_, Self>, _r: CloseReason) {
+        self.final_ticks = Some(*c.state());
     }
 }
 

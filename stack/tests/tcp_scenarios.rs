@@ -47,7 +47,7 @@ impl App for Echo {
         self.peer_fins += 1;
         c.close();
     }
-    fn on_closed(&mut self, _id: ConnId, _state: (), r: CloseReason) {
+    fn on_closed(&mut self, _c: &mut Conn<'_, Self>, r: CloseReason) {
         self.closed.push(r);
     }
 }

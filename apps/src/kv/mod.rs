@@ -27,7 +27,7 @@ mod cmd;
 pub mod resp;
 pub mod store;
 
-use c10m_stack::{App, CloseReason, Conn, ConnId};
+use c10m_stack::{App, CloseReason, Conn};
 pub use resp::Limits;
 use resp::{Parsed, Partial};
 use store::Store;
@@ -312,7 +312,7 @@ impl App for Kv {
         Kv::flush(c);
     }
 
-    fn on_closed(&mut self, _id: ConnId, _state: KvConn, _reason: CloseReason) {
+    fn on_closed(&mut self, _c: &mut Conn<'_, Self>, _reason: CloseReason) {
         self.stats.conns_open -= 1;
     }
 

@@ -238,7 +238,7 @@ impl App for Client {
         self.got.extend_from_slice(data);
         data.len()
     }
-    fn on_closed(&mut self, _id: ConnId, _s: (), _r: CloseReason) {
+    fn on_closed(&mut self, _c: &mut Conn<'_, Self>, _r: CloseReason) {
         self.closed = true;
     }
 }
