@@ -7,5 +7,6 @@ pub mod hash;
 pub mod http;
 pub mod kv;
 pub mod loadgen;
+pub mod proxy;
 pub mod raw;
 pub mod xdp_link;

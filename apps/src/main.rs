@@ -120,6 +120,9 @@ enum AppKind {
     /// HTTP/1.1 on --port (keep-alive, pipelining, HEAD): --body at `/` and the files
     /// under --dir (preloaded into memory) at their relative paths.
     Http,
+    /// L4 TCP proxy: every connection on --port is relayed to --backend, both ways, with
+    /// backpressure; half-close and reset are passed on.
+    Proxy,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -199,6 +202,38 @@ impl AddrArgs {
         Ok(v)
     }
 
+    /// Whether the stack can reach `to` (given with `flag`): an address of its family,
+    /// on the subnet or through a gateway, and a port.
+    fn check_reachable(&self, flag: &str, to: std::net::SocketAddr) -> Result<(), String> {
+        let reachable = match to.ip() {
+            IpAddr::V4(t) => {
+                let Some((ip, len)) = self.ip else {
+                    return Err(format!("{flag} {to} is IPv4: give --ip too"));
+                };
+                let mask = u32::MAX.checked_shl(32 - len as u32).unwrap_or(0);
+                u32::from(t) & mask == u32::from(ip) & mask || self.gateway.is_some()
+            }
+            IpAddr::V6(t) => {
+                let Some((ip, len)) = self.ip6 else {
+                    return Err(format!("{flag} {to} is IPv6: give --ip6 too"));
+                };
+                let mask = u128::MAX.checked_shl(128 - len as u32).unwrap_or(0);
+                u128::from(t) & mask == u128::from(ip) & mask || self.gateway6.is_some()
+            }
+        };
+        if !reachable {
+            return Err(format!(
+                "{flag} {to} is not on the stack's subnet and no --gateway was given"
+            ));
+        }
+        if to.port() == 0 {
+            return Err(format!(
+                "{flag} needs a port other than 0, e.g. 198.18.0.1:80"
+            ));
+        }
+        Ok(())
+    }
+
     /// "ADDR/LEN ..." for the start-up line.
     fn show(&self) -> String {
         let v: Vec<String> = (self.ip.map(|(ip, l)| format!("{ip}/{l}")).into_iter())
@@ -248,6 +283,9 @@ struct Serve {
     /// http: serve every regular file under this directory (read into memory at start).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
+    /// proxy: where to relay connections, ADDRESS:PORT (IPv6: [ADDRESS]:PORT).
+    #[arg(long)]
+    backend: Option<std::net::SocketAddr>,
     /// Worker threads of the processor pool (CPU-heavy work such as hashing).
     #[arg(long, default_value_t = 1)]
     pool_threads: usize,
@@ -438,6 +476,17 @@ fn open_port(
 }
 
 fn serve(a: Serve) -> Result<(), String> {
+    let backend = match (a.app, a.backend) {
+        (AppKind::Proxy, None) => {
+            return Err("--app proxy needs --backend ADDRESS:PORT, e.g. 198.18.0.1:80".into())
+        }
+        (AppKind::Proxy, Some(b)) => {
+            a.addr.check_reachable("--backend", b)?;
+            Some(b)
+        }
+        (_, Some(_)) => return Err("--backend is for --app proxy".into()),
+        (_, None) => None,
+    };
     let (port, mode, copy) = open_port(&a.link, a.addr.steer()?)?;
     let mac = port.mac();
     let ecfg = EngineConfig {
@@ -480,6 +529,7 @@ fn serve(a: Serve) -> Result<(), String> {
                 .map(|d| format!(" (files from {})", d.display()))
                 .unwrap_or_default()
         ),
+        AppKind::Proxy => format!("proxy on port {} to {}", a.port, backend.expect("checked")),
         AppKind::Hash => format!(
             "hash on port {}{}{}",
             a.port,
@@ -512,6 +562,14 @@ fn serve(a: Serve) -> Result<(), String> {
             let app = Http::new(&a.body, a.dir.as_deref())?;
             let (n, bytes) = app.summary();
             eprintln!("c10m: http: {n} routes, {bytes} bytes in memory");
+            run_app(&a, link, ecfg, app, &stop, |e| {
+                e.listen(a.port, a.backlog).map_err(|e| e.to_string())
+            })?
+        }
+        AppKind::Proxy => {
+            let b = backend.expect("checked");
+            let to = c10m_stack::smoltcp::wire::IpEndpoint::new(b.ip().into(), b.port());
+            let app = c10m_apps::proxy::Proxy::new(to);
             run_app(&a, link, ecfg, app, &stop, |e| {
                 e.listen(a.port, a.backlog).map_err(|e| e.to_string())
             })?
@@ -578,33 +636,8 @@ fn loadgen(a: LoadgenArgs) -> Result<(), String> {
             "give the generator an address: --ip 198.18.0.4/24 and/or --ip6 2001:2::4/64".into(),
         );
     }
-    let (target_ip, prefix_ok) = match a.target.ip() {
-        IpAddr::V4(t) => {
-            let Some((ip, len)) = a.addr.ip else {
-                return Err(format!("--target {} is IPv4: give --ip too", a.target));
-            };
-            let mask = u32::MAX << (32 - len as u32);
-            let on_link = u32::from(t) & mask == u32::from(ip) & mask;
-            (IpAddr::V4(t), on_link || a.addr.gateway.is_some())
-        }
-        IpAddr::V6(t) => {
-            let Some((ip, len)) = a.addr.ip6 else {
-                return Err(format!("--target {} is IPv6: give --ip6 too", a.target));
-            };
-            let mask = u128::MAX << (128 - len as u32);
-            let on_link = u128::from(t) & mask == u128::from(ip) & mask;
-            (IpAddr::V6(t), on_link || a.addr.gateway6.is_some())
-        }
-    };
-    if !prefix_ok {
-        return Err(format!(
-            "--target {} is not on the generator's subnet and no --gateway was given",
-            a.target
-        ));
-    }
-    if a.target.port() == 0 {
-        return Err("--target needs a port other than 0, e.g. 198.18.0.2:7".into());
-    }
+    a.addr.check_reachable("--target", a.target)?;
+    let target_ip = a.target.ip();
     if a.connections == 0 {
         return Err("-c/--connections must be at least 1".into());
     }
