@@ -5,7 +5,7 @@ use c10m_apps::http::Http;
 use c10m_apps::{echo::Echo, hash::Hash, xdp_link::XdpLink};
 use c10m_driver::{AttachMode, Port, PortConfig, XdpMode};
 use c10m_stack::smoltcp::time::Instant;
-use c10m_stack::{App, Engine, EngineConfig, Idle, Pool};
+use c10m_stack::{App, Engine, EngineConfig, Idle, ListenOptions, Pool};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::ExitCode;
@@ -264,6 +264,11 @@ struct Serve {
     /// TCP receive and send buffer per connection, bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     tcp_buf: usize,
+    /// TCP receive and send buffer for connections on --port only (default: --tcp-buf).
+    /// A small one bounds a bulk port's bytes in flight, which otherwise queue ahead of
+    /// small requests on the same core (e.g. hash uploads next to --echo-port).
+    #[arg(long)]
+    port_buf: Option<usize>,
     /// Frames handled per receive batch.
     #[arg(long, default_value_t = 64)]
     batch: usize,
@@ -555,32 +560,28 @@ fn serve(a: Serve) -> Result<(), String> {
     );
     let counters = match a.app {
         AppKind::Echo => run_app(&a, link, ecfg, Echo::default(), &stop, |e| {
-            e.listen(a.port, a.backlog).map_err(|e| e.to_string())?;
+            listen_port(e, &a)?;
             e.udp_bind(a.port).map_err(|e| e.to_string())
         })?,
         AppKind::Http => {
             let app = Http::new(&a.body, a.dir.as_deref())?;
             let (n, bytes) = app.summary();
             eprintln!("c10m: http: {n} routes, {bytes} bytes in memory");
-            run_app(&a, link, ecfg, app, &stop, |e| {
-                e.listen(a.port, a.backlog).map_err(|e| e.to_string())
-            })?
+            run_app(&a, link, ecfg, app, &stop, |e| listen_port(e, &a))?
         }
         AppKind::Proxy => {
             let b = backend.expect("checked");
             let to = c10m_stack::smoltcp::wire::IpEndpoint::new(b.ip().into(), b.port());
             let app = c10m_apps::proxy::Proxy::new(to);
-            run_app(&a, link, ecfg, app, &stop, |e| {
-                e.listen(a.port, a.backlog).map_err(|e| e.to_string())
-            })?
+            run_app(&a, link, ecfg, app, &stop, |e| listen_port(e, &a))?
         }
         AppKind::Kv => run_app(&a, link, ecfg, c10m_apps::kv::Kv::default(), &stop, |e| {
-            e.listen(a.port, a.backlog).map_err(|e| e.to_string())
+            listen_port(e, &a)
         })?,
         AppKind::Hash => {
             let app = Hash::new(a.inline, a.echo_port);
             run_app(&a, link, ecfg, app, &stop, |e| {
-                e.listen(a.port, a.backlog).map_err(|e| e.to_string())?;
+                listen_port(e, &a)?;
                 if let Some(p) = a.echo_port {
                     e.listen(p, a.backlog).map_err(|e| e.to_string())?;
                 }
@@ -601,6 +602,18 @@ fn serve(a: Serve) -> Result<(), String> {
             .map_err(|e| format!("writing --stats-json {}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// Listen on --port with its own buffers (--port-buf) if given.
+fn listen_port<A: App>(e: &mut Engine<XdpLink, A>, a: &Serve) -> Result<(), String> {
+    let buf = a.port_buf.unwrap_or(a.tcp_buf);
+    let o = ListenOptions {
+        backlog: a.backlog,
+        rx_buf: buf,
+        tx_buf: buf,
+    };
+    e.listen_with(a.port, o)
+        .map_err(|e| format!("--port {}: {e}", a.port))
 }
 
 /// Build the engine for `app`, bind its ports, attach the processor pool, run until
