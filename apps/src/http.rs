@@ -768,6 +768,7 @@ fn load_dir(
 mod tests {
     use super::*;
     use c10m_stack::smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
+    use c10m_stack::testkit::run_pair;
     use c10m_stack::{CloseReason, Engine, EngineConfig, MemLink};
 
     fn cfg(last: u8, buf: usize) -> EngineConfig {
@@ -862,13 +863,9 @@ mod tests {
         )
         .unwrap();
         let mut t = 0;
-        while t < 20_000 && !(c.app().fin || c.app().closed.is_some()) {
-            for _ in 0..4 {
-                c.poll(Instant::from_millis(t));
-                s.poll(Instant::from_millis(t));
-            }
-            t += 1;
-        }
+        run_pair(&mut c, &mut s, &mut t, 20_000, |c, _| {
+            c.app().fin || c.app().closed.is_some()
+        });
         Run {
             reply: c.app().reply.clone(),
             fin: c.app().fin,

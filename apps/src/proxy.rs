@@ -195,6 +195,7 @@ mod tests {
     use super::*;
     use c10m_stack::smoltcp::time::Instant;
     use c10m_stack::smoltcp::wire::{IpAddress, Ipv4Address};
+    use c10m_stack::testkit::{payload, run_pair as run};
     use c10m_stack::{Engine, EngineConfig, MemLink};
     use sha2::{Digest, Sha256};
 
@@ -327,39 +328,9 @@ mod tests {
         }
     }
 
-    /// Poll both with a manual clock, 1 ms a step, until `done` or `max_ms`.
-    fn run(
-        w: &mut Engine<MemLink, World>,
-        p: &mut Engine<MemLink, Proxy>,
-        t: &mut i64,
-        max_ms: i64,
-        done: impl Fn(&Engine<MemLink, World>, &Engine<MemLink, Proxy>) -> bool,
-    ) {
-        let end = *t + max_ms;
-        while *t < end && !done(w, p) {
-            for _ in 0..4 {
-                w.poll(Instant::from_millis(*t));
-                p.poll(Instant::from_millis(*t));
-            }
-            *t += 1;
-        }
-    }
-
-    fn payload(n: usize) -> Vec<u8> {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
     #[test]
     fn relays_both_ways_with_half_close_and_leaves_nothing() {
-        let data = payload(1 << 20);
+        let data = payload(1 << 20, 7);
         let want: [u8; 32] = Sha256::digest(&data).into();
         let world = World {
             payload: data,
@@ -395,7 +366,7 @@ mod tests {
     fn slow_client_holds_back_the_backend_within_the_buffers() {
         let buf = 8 * 1024;
         let world = World {
-            payload: payload(1 << 20),
+            payload: payload(1 << 20, 7),
             stall: true,
             ..World::default()
         };
@@ -461,7 +432,7 @@ mod tests {
     #[test]
     fn client_reset_aborts_the_backend_leg() {
         let world = World {
-            payload: payload(256 * 1024),
+            payload: payload(256 * 1024, 7),
             abort_after: Some(32 * 1024),
             ..World::default()
         };

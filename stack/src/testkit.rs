@@ -436,6 +436,47 @@ pub fn parse(frame: &[u8]) -> Option<Parsed> {
     }))
 }
 
+/// Poll two engines (typically the two ends of a [`MemLink`](crate::MemLink) pair) with a
+/// manual clock: each polls 8 times per simulated millisecond, from `*t` on, until `done`,
+/// `max_ms` simulated milliseconds or 30 s of real time (processor-pool jobs run on real
+/// threads), whichever comes first. `*t` is left at the next millisecond.
+pub fn run_pair<LA, LB, A, B>(
+    a: &mut crate::Engine<LA, A>,
+    b: &mut crate::Engine<LB, B>,
+    t: &mut i64,
+    max_ms: i64,
+    mut done: impl FnMut(&crate::Engine<LA, A>, &crate::Engine<LB, B>) -> bool,
+) where
+    LA: crate::Link,
+    LB: crate::Link,
+    A: crate::App,
+    B: crate::App,
+{
+    let end = t.saturating_add(max_ms);
+    let wall = std::time::Instant::now();
+    while *t < end && !done(a, b) && wall.elapsed() < std::time::Duration::from_secs(30) {
+        for _ in 0..8 {
+            a.poll(smoltcp::time::Instant::from_millis(*t));
+            b.poll(smoltcp::time::Instant::from_millis(*t));
+        }
+        *t += 1;
+    }
+}
+
+/// `n` deterministic pseudo-random bytes (xorshift64 from `seed`): payloads whose digest
+/// a test compares, reproducible from the seed.
+pub fn payload(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 
 use c10m_stack::smoltcp::time::Instant;
 use c10m_stack::smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
+use c10m_stack::testkit::{payload, run_pair as run};
 use c10m_stack::{App, CloseReason, Conn, ConnId, Datagram, Engine, EngineConfig, MemLink};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -98,36 +99,6 @@ fn cfg(last: u8, mac: u8) -> EngineConfig {
         tcp_tx_buf: 16 * 1024,
         seed: mac as u64,
         ..Default::default()
-    }
-}
-
-fn payload(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-/// Run both engines with a manual clock (1 ms a step) until `done` or `max_ms`.
-fn run<A: App, B: App>(
-    a: &mut Engine<MemLink, A>,
-    b: &mut Engine<MemLink, B>,
-    t: &mut i64,
-    max_ms: i64,
-    mut done: impl FnMut(&Engine<MemLink, A>, &Engine<MemLink, B>) -> bool,
-) {
-    let end = *t + max_ms;
-    while *t < end && !done(a, b) {
-        for _ in 0..8 {
-            a.poll(Instant::from_millis(*t));
-            b.poll(Instant::from_millis(*t));
-        }
-        *t += 1;
     }
 }
 

@@ -4,6 +4,7 @@
 
 use c10m_stack::smoltcp::time::Instant;
 use c10m_stack::smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
+use c10m_stack::testkit::run_pair as run;
 use c10m_stack::{App, CloseReason, Conn, ConnId, ConnectError, Engine, EngineConfig, MemLink};
 
 fn cfg(last: u8) -> EngineConfig {
@@ -113,23 +114,6 @@ impl App for Far {
     fn on_data(&mut self, _c: &mut Conn<'_, Self>, data: &[u8]) -> usize {
         self.echoed += data.len();
         data.len()
-    }
-}
-
-fn run(
-    h: &mut Engine<MemLink, Hub>,
-    f: &mut Engine<MemLink, Far>,
-    t: &mut i64,
-    max_ms: i64,
-    done: impl Fn(&Engine<MemLink, Hub>, &Engine<MemLink, Far>) -> bool,
-) {
-    let end = *t + max_ms;
-    while *t < end && !done(h, f) {
-        for _ in 0..4 {
-            h.poll(Instant::from_millis(*t));
-            f.poll(Instant::from_millis(*t));
-        }
-        *t += 1;
     }
 }
 

@@ -4,6 +4,7 @@
 
 use c10m_stack::smoltcp::time::{Duration, Instant};
 use c10m_stack::smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
+use c10m_stack::testkit::run_pair as run;
 use c10m_stack::{
     App, CloseReason, Conn, ConnId, Engine, EngineConfig, MemLink, OffloadError, Pool,
 };
@@ -159,24 +160,6 @@ fn body(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
 }
 
-/// Poll both engines with a manual clock until `done`, at most `wall` of real time (pool
-/// jobs run on real threads).
-fn run<A: App, B: App>(
-    a: &mut Engine<MemLink, A>,
-    b: &mut Engine<MemLink, B>,
-    t: &mut i64,
-    mut done: impl FnMut(&Engine<MemLink, A>, &Engine<MemLink, B>) -> bool,
-) {
-    let start = std::time::Instant::now();
-    while !done(a, b) && start.elapsed() < std::time::Duration::from_secs(30) {
-        for _ in 0..4 {
-            a.poll(Instant::from_millis(*t));
-            b.poll(Instant::from_millis(*t));
-        }
-        *t += 1;
-    }
-}
-
 fn upload(size: usize, pool: &Pool) -> (Vec<u8>, Engine<MemLink, Hasher>) {
     let (la, lb) = MemLink::pair();
     let mut s = Engine::new(lb, cfg(2), Hasher::default(), Instant::from_millis(0));
@@ -194,7 +177,7 @@ fn upload(size: usize, pool: &Pool) -> (Vec<u8>, Engine<MemLink, Hasher>) {
     )
     .unwrap();
     let mut t = 0;
-    run(&mut c, &mut s, &mut t, |c, s| {
+    run(&mut c, &mut s, &mut t, i64::MAX, |c, s| {
         c.app().closed.is_some() && s.flow_count() == 0
     });
     (c.app().reply.clone(), s)
@@ -233,14 +216,14 @@ fn result_for_a_closed_connection_is_dropped() {
     )
     .unwrap();
     let mut t = 0;
-    run(&mut c, &mut s, &mut t, |c, s| {
+    run(&mut c, &mut s, &mut t, i64::MAX, |c, s| {
         c.app().closed.is_some() && s.flow_count() == 0
     });
     assert_eq!(c.app().closed, Some(CloseReason::Aborted));
     assert_eq!(s.flow_count(), 0, "the reset flow must leave the table");
     assert_eq!(s.stats().closed_reset, 1);
     assert_eq!(s.app().dropped_states, 1, "closed with its job in flight");
-    run(&mut c, &mut s, &mut t, |_, s| {
+    run(&mut c, &mut s, &mut t, i64::MAX, |_, s| {
         s.stats().offload_results_dropped >= 1
     });
     assert_eq!(s.stats().offload_results_dropped, 1);
@@ -293,7 +276,9 @@ fn full_offload_queue_is_an_error_the_app_sees() {
     )
     .unwrap();
     let mut t = 0;
-    run(&mut c, &mut s, &mut t, |_, s| !s.app().errors.is_empty());
+    run(&mut c, &mut s, &mut t, i64::MAX, |_, s| {
+        !s.app().errors.is_empty()
+    });
     let a = s.app();
     assert!(a.ok <= 4, "at most `in_flight` jobs accepted, got {}", a.ok);
     assert!(a
@@ -349,7 +334,9 @@ fn app_timer_fires_at_its_deadline_and_state_is_typed() {
     )
     .unwrap();
     let mut t = 0;
-    run(&mut c, &mut s, &mut t, |_, s| s.app().final_ticks.is_some());
+    run(&mut c, &mut s, &mut t, i64::MAX, |_, s| {
+        s.app().final_ticks.is_some()
+    });
     let f = &s.app().fired_at;
     assert_eq!(f.len(), 3);
     assert!(f[1] - f[0] == 100 && f[2] - f[1] == 100, "fired at {f:?}");
@@ -388,6 +375,8 @@ fn slow_callbacks_are_counted() {
     )
     .unwrap();
     let mut t = 0;
-    run(&mut c, &mut s, &mut t, |c, _| c.app().closed.is_some());
+    run(&mut c, &mut s, &mut t, i64::MAX, |c, _| {
+        c.app().closed.is_some()
+    });
     assert!(s.stats().slow_callbacks >= 1);
 }
