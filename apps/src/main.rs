@@ -291,6 +291,26 @@ struct Serve {
     /// proxy: where to relay connections, ADDRESS:PORT (IPv6: [ADDRESS]:PORT).
     #[arg(long)]
     backend: Option<std::net::SocketAddr>,
+    /// kv: bound on the store's memory, bytes (0: none); over it, writes get redis's -OOM
+    /// error [default: 1gb]
+    ///
+    /// Counted: keys + values + about 160 bytes a key. Over the bound, SET MSET SETNX
+    /// APPEND INCR/DECR(BY) are refused while reads, DEL, EXPIRE and FLUSHALL still run,
+    /// so clients can free memory. Units as in redis.conf: 1gb = 1024^3, 1g = 10^9 (k,
+    /// kb, m, mb too).
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    kv_maxmemory: Option<usize>,
+    /// kv: largest argument (bulk string) a command may carry, bytes; at most
+    /// --kv-max-query [default: 16mb]
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    kv_max_bulk: Option<usize>,
+    /// kv: most arguments in one command, at least 3 (SET key value) [default: 1048576]
+    #[arg(long, value_name = "N")]
+    kv_max_args: Option<usize>,
+    /// kv: most bytes one command may occupy while it is buffered; a client that sends a
+    /// larger one gets an error and is disconnected [default: 32mb]
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    kv_max_query: Option<usize>,
     /// Worker threads of the processor pool (CPU-heavy work such as hashing).
     #[arg(long, default_value_t = 1)]
     pool_threads: usize,
@@ -426,6 +446,89 @@ fn parse_v6_cidr(s: &str) -> Result<(Ipv6Addr, u8), String> {
     Ok((a, l))
 }
 
+/// A size in bytes: digits, optionally with a unit as redis.conf writes them (k = 1000,
+/// kb = 1024, m, mb, g, gb; any case).
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let bad = || {
+        format!("'{s}' is not a size: write bytes, or a number with a unit as in redis.conf: 512mb, 2gb (k = 1000, kb = 1024)")
+    };
+    let t = s.trim().to_ascii_lowercase();
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return Err(bad());
+    }
+    let unit: u64 = match &t[digits..] {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" => 1 << 10,
+        "m" => 1000 * 1000,
+        "mb" => 1 << 20,
+        "g" => 1000 * 1000 * 1000,
+        "gb" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    t[..digits]
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+/// The kv app's settings from the --kv-* flags (defaults for those not given); an error
+/// if one is given with another --app, or if they do not fit together.
+fn kv_config(a: &Serve) -> Result<c10m_apps::kv::Config, String> {
+    let given = [
+        ("--kv-maxmemory", a.kv_maxmemory.is_some()),
+        ("--kv-max-bulk", a.kv_max_bulk.is_some()),
+        ("--kv-max-args", a.kv_max_args.is_some()),
+        ("--kv-max-query", a.kv_max_query.is_some()),
+    ];
+    if !matches!(a.app, AppKind::Kv) {
+        if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
+            return Err(format!("{flag} is for --app kv"));
+        }
+    }
+    let mut cfg = c10m_apps::kv::Config::default();
+    let l = &mut cfg.limits;
+    cfg.maxmemory = a.kv_maxmemory.unwrap_or(cfg.maxmemory);
+    l.max_bulk = a.kv_max_bulk.unwrap_or(l.max_bulk);
+    l.max_args = a.kv_max_args.unwrap_or(l.max_args);
+    l.max_query = a.kv_max_query.unwrap_or(l.max_query);
+    if l.max_bulk == 0 {
+        return Err("--kv-max-bulk must be at least 1 byte (e.g. 16mb)".into());
+    }
+    if l.max_query == 0 {
+        return Err("--kv-max-query must be at least 1 byte (e.g. 32mb)".into());
+    }
+    if l.max_args < 3 {
+        return Err(format!(
+            "--kv-max-args {} leaves no room for SET key value: give at least 3",
+            l.max_args
+        ));
+    }
+    if l.max_args > i32::MAX as usize {
+        return Err(format!(
+            "--kv-max-args {} is over {} (redis's own bound on a command's arguments)",
+            l.max_args,
+            i32::MAX
+        ));
+    }
+    if l.max_bulk > l.max_query {
+        let q = if a.kv_max_query.is_some() {
+            "--kv-max-query"
+        } else {
+            "the default --kv-max-query"
+        };
+        return Err(format!(
+            "--kv-max-bulk {} is larger than {q} {}: a command carrying such a value could \
+             never be buffered; give --kv-max-query {} or more (or a smaller --kv-max-bulk)",
+            l.max_bulk, l.max_query, l.max_bulk
+        ));
+    }
+    Ok(cfg)
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_target(false)
@@ -492,6 +595,7 @@ fn serve(a: Serve) -> Result<(), String> {
         (_, Some(_)) => return Err("--backend is for --app proxy".into()),
         (_, None) => None,
     };
+    let kv = kv_config(&a)?;
     let (port, mode, copy) = open_port(&a.link, a.addr.steer()?)?;
     let mac = port.mac();
     let ecfg = EngineConfig {
@@ -525,7 +629,14 @@ fn serve(a: Serve) -> Result<(), String> {
     let addrs = a.addr.show();
     let what = match a.app {
         AppKind::Echo => format!("echo on port {} (tcp+udp)", a.port),
-        AppKind::Kv => format!("kv (RESP2) on port {}", a.port),
+        AppKind::Kv => format!(
+            "kv (RESP2) on port {}, maxmemory {}",
+            a.port,
+            match kv.maxmemory {
+                0 => "unbounded".to_string(),
+                m => format!("{m} bytes"),
+            }
+        ),
         AppKind::Http => format!(
             "http on port {}{}",
             a.port,
@@ -575,9 +686,10 @@ fn serve(a: Serve) -> Result<(), String> {
             let app = c10m_apps::proxy::Proxy::new(to);
             run_app(&a, link, ecfg, app, &stop, |e| listen_port(e, &a))?
         }
-        AppKind::Kv => run_app(&a, link, ecfg, c10m_apps::kv::Kv::default(), &stop, |e| {
-            listen_port(e, &a)
-        })?,
+        AppKind::Kv => {
+            let app = c10m_apps::kv::Kv::new(kv);
+            run_app(&a, link, ecfg, app, &stop, |e| listen_port(e, &a))?
+        }
         AppKind::Hash => {
             let app = Hash::new(a.inline, a.echo_port);
             run_app(&a, link, ecfg, app, &stop, |e| {
@@ -805,4 +917,66 @@ fn seed() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
     t ^ ((std::process::id() as u64) << 32) ^ 0x9e37_79b9_7f4a_7c15
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(extra: &[&str]) -> Serve {
+        let mut argv = vec!["c10m", "serve", "--iface", "x", "--ip", "198.18.0.2/24"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).map(|c| c.cmd) {
+            Ok(Cmd::Serve(s)) => s,
+            Ok(_) => unreachable!(),
+            Err(e) => panic!("{extra:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn sizes_with_redis_units() {
+        assert_eq!(parse_bytes("0"), Ok(0));
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert_eq!(parse_bytes("2k"), Ok(2000));
+        assert_eq!(parse_bytes("2KB"), Ok(2048));
+        assert_eq!(parse_bytes("100mb"), Ok(100 << 20));
+        assert_eq!(parse_bytes("1g"), Ok(1_000_000_000));
+        assert_eq!(parse_bytes("1gb"), Ok(1 << 30));
+        for bad in ["", "mb", "-1", "1.5gb", "1tb", "99999999999999999999"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn kv_flags_checked() {
+        let cfg = kv_config(&serve_args(&["--app", "kv"])).unwrap();
+        assert_eq!(cfg.maxmemory, c10m_apps::kv::DEFAULT_MAXMEMORY);
+        let cfg = kv_config(&serve_args(&[
+            "--app",
+            "kv",
+            "--kv-maxmemory",
+            "0",
+            "--kv-max-bulk",
+            "64mb",
+            "--kv-max-query",
+            "64mb",
+            "--kv-max-args",
+            "3",
+        ]))
+        .unwrap();
+        assert_eq!(
+            (cfg.maxmemory, cfg.limits.max_bulk, cfg.limits.max_args),
+            (0, 64 << 20, 3)
+        );
+        let err = |extra: &[&str]| kv_config(&serve_args(extra)).unwrap_err();
+        assert_eq!(
+            err(&["--app", "echo", "--kv-max-args", "9"]),
+            "--kv-max-args is for --app kv"
+        );
+        assert!(err(&["--app", "kv", "--kv-max-bulk", "0"]).contains("at least 1"));
+        assert!(err(&["--app", "kv", "--kv-max-args", "2"]).contains("at least 3"));
+        let e = err(&["--app", "kv", "--kv-max-bulk", "64mb"]);
+        assert!(e.contains("the default --kv-max-query 33554432"), "{e}");
+        assert!(e.contains("give --kv-max-query 67108864 or more"), "{e}");
+    }
 }

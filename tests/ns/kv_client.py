@@ -17,6 +17,7 @@ Modes (all take --host HOST --port PORT; exit status 0 unless said otherwise):
                     the server closes (or --timeout), as a bytes literal; exit 0 if the
                     server closed the connection, 3 if it was still open at the timeout
   bigvalue SIZE     SET a SIZE-byte random value, GET it back, compare; then DEL
+  set KEY SIZE      SET KEY to SIZE random bytes, print the reply; exit 1 unless +OK
   truncated         send half a command and disconnect (the server must not answer)
   garbage N SEED    send N pseudo-random bytes, read until the server closes or
                     --timeout (either is fine: what matters is that it keeps serving)
@@ -188,6 +189,15 @@ def cmd_bigvalue(a):
     return 0 if n == b":%d\r\n" % a.size and d == b":1\r\n" else 1
 
 
+def cmd_set(a):
+    s = connect(a)
+    r = Reader(s)
+    s.sendall(encode([b"SET", a.key.encode(), os.urandom(a.size)]))
+    rep = r.reply()
+    print("SET %s (%d bytes): %r" % (a.key, a.size, rep))
+    return 0 if rep == b"+OK\r\n" else 1
+
+
 def cmd_truncated(a):
     s = connect(a)
     s.sendall(b"*3\r\n$3\r\nSET\r\n$3\r\nabc\r\n$100\r\nonly part")
@@ -238,12 +248,15 @@ def main():
     sp.add_argument("--times", type=int, default=1, help="send the bytes this many times")
     sp = sub.add_parser("bigvalue")
     sp.add_argument("size", type=int)
+    sp = sub.add_parser("set")
+    sp.add_argument("key")
+    sp.add_argument("size", type=int)
     sub.add_parser("truncated")
     sp = sub.add_parser("garbage")
     sp.add_argument("n", type=int)
     sp.add_argument("seed", type=int)
     a = p.parse_args()
-    return {"script": cmd_script, "raw": cmd_raw, "bigvalue": cmd_bigvalue,
+    return {"script": cmd_script, "raw": cmd_raw, "bigvalue": cmd_bigvalue, "set": cmd_set,
             "truncated": cmd_truncated, "garbage": cmd_garbage}[a.mode](a)
 
 

@@ -7,8 +7,11 @@
 #      redis-server on the kernel and to c10m; replies must be equal byte for byte
 #   3. bounded input: oversized bulk/multibulk lengths and lines, a 10 MiB value, a
 #      truncated command, random garbage: an error reply or a close, and c10m keeps serving
-#   4. redis-benchmark -t ping,set,get,incr,mset -n 20000 -c 50 with -P 1 and -P 16
-#   5. c10m's counters at the end (flows_active 0, protocol errors counted)
+#   4. maxmemory (noeviction): c10m runs with --kv-maxmemory 4mb and is pushed over it;
+#      redis-server gets CONFIG SET maxmemory 1; the same writes, reads and removals get
+#      byte-equal replies (-OOM ...); then c10m recovers after DEL and after FLUSHALL
+#   5. redis-benchmark -t ping,set,get,incr,mset -n 20000 -c 50 with -P 1 and -P 16
+#   6. c10m's counters at the end (flows_active 0, protocol errors and -OOM counted)
 #
 #   netns TB-stack: c10m --app kv --port 6379 (198.18.0.2)     netns TB-peer: redis-cli,
 #                   redis-server --port 6380 (kernel, 198.18.0.3)   redis-benchmark, python
@@ -46,7 +49,8 @@ grep -q 'Ready to accept connections' "$REDIS_LOG" || {
 }
 log "redis-server (kernel) ready on $KERNEL_IP:$REDIS_PORT (PID $REDIS_PID)"
 
-c10m_start --app kv --port "$KV_PORT"
+KV_MAXMEMORY=$((4 << 20)) # small enough to cross in section 4, room for the rest
+c10m_start --app kv --port "$KV_PORT" --kv-maxmemory "$KV_MAXMEMORY"
 
 # ---------------------------------------------------------------- 1. redis-cli
 expect() { # expect "WANT" redis-cli ARGS...
@@ -152,7 +156,72 @@ echo "bounded input: errors and closes as expected; c10m still serving"
 # CLOSE_DELAY); the flow count is checked once they are gone.
 LAST_ACTIVE_CLOSE="$(date +%s)"
 
-# ---------------------------------------------------------------- 4. redis-benchmark
+# ---------------------------------------------------------------- 4. maxmemory
+# One 5 MiB SET puts c10m over its 4 MiB (accepted: as in redis, the check comes before a
+# command runs). redis-server is over at once with maxmemory 1 byte (noeviction, the
+# default policy), and set back to 0 after the comparison. Keys oom:* exist on neither.
+OOM_TEXT="OOM command not allowed when used memory > 'maxmemory'."
+rcli() { peer timeout 10 redis-cli -h "$KERNEL_IP" -p "$REDIS_PORT" "$@" 2>&1; }
+expect "$(printf 'maxmemory\n%s' "$KV_MAXMEMORY")" CONFIG GET maxmemory
+kvc "$C10M_IP" "$KV_PORT" set oom:big $((5 << 20)) >/dev/null ||
+    fail "c10m refused the SET that crosses --kv-maxmemory (it runs while under)"
+[[ "$(rcli CONFIG SET maxmemory 1)" == OK ]] || fail "redis-server: CONFIG SET maxmemory 1 refused"
+cat >"$WORK/oom.txt" <<'EOS'
+# denyoom commands: refused whatever the key, options or argument count (after arity)
+SET oom:k v
+SET oom:k v NX
+SET oom:k v bogus
+SETNX oom:k v
+MSET oom:a 1 oom:b 2
+MSET oom:a 1 oom:b
+INCR oom:n
+DECR oom:n
+INCRBY oom:n 5
+DECRBY oom:n x
+APPEND oom:k v
+!pipeline 3
+SET oom:k v
+GET oom:k
+SET oom:k v
+SET oom:k
+INCR
+# reads and removals run
+GET oom:k
+MGET oom:k oom:n
+EXISTS oom:k
+STRLEN oom:k
+TTL oom:k
+EXPIRE oom:k 10
+PERSIST oom:k
+DEL oom:k oom:n
+PING
+ECHO hi
+EOS
+r_ok=0 c_ok=0
+kvc "$KERNEL_IP" "$REDIS_PORT" script "$WORK/oom.txt" >"$WORK/redis-oom.out" && r_ok=1
+kvc "$C10M_IP" "$KV_PORT" script "$WORK/oom.txt" >"$WORK/c10m-oom.out" && c_ok=1
+[[ "$(rcli CONFIG SET maxmemory 0)" == OK ]] || fail "redis-server: CONFIG SET maxmemory 0 refused"
+((r_ok)) || fail "the maxmemory script against redis-server failed"
+((c_ok)) || fail "the maxmemory script against c10m failed"
+if ! diff -u "$WORK/redis-oom.out" "$WORK/c10m-oom.out" >"$WORK/oom.diff"; then
+    sed 's/^/  diff| /' "$WORK/oom.diff" | head -60
+    fail "over maxmemory, c10m's replies differ from redis-server's (- redis, + c10m)"
+fi
+OOM_SCRIPT="$(grep -c -- "-OOM command not allowed" "$WORK/c10m-oom.out")" || true
+((OOM_SCRIPT >= 13)) || fail "only $OOM_SCRIPT -OOM replies in the maxmemory script"
+# Recovery: DEL frees memory; over again, FLUSHALL does.
+expect "$OOM_TEXT" SET oom:k v
+expect 1 DEL oom:big
+expect OK SET oom:k v
+kvc "$C10M_IP" "$KV_PORT" set oom:big $((5 << 20)) >/dev/null || fail "SET after DEL refused"
+expect "$OOM_TEXT" INCR oom:n
+expect OK FLUSHALL
+expect OK SET oom:k v
+expect 1 DEL oom:k
+cli INFO | tr -d '\r' | grep -qx 'used_memory:0' || fail "INFO used_memory not 0 on an empty store"
+echo "maxmemory: $(wc -l <"$WORK/c10m-oom.out") replies ($OOM_SCRIPT -OOM) byte-equal to redis-server's over the bound; recovered after DEL and FLUSHALL"
+
+# ---------------------------------------------------------------- 5. redis-benchmark
 for P in 1 16; do
     out="$(peer timeout 120 redis-benchmark -h "$C10M_IP" -p "$KV_PORT" -t ping,set,get,incr,mset \
         -n 20000 -c 50 -P "$P" -q 2>&1 | tr '\r' '\n')" || {
@@ -170,7 +239,7 @@ for P in 1 16; do
     sed 's/^/    /' <<<"$res"
 done
 
-# ---------------------------------------------------------------- 5. counters
+# ---------------------------------------------------------------- 6. counters
 left=$((LAST_ACTIVE_CLOSE + 11 - $(date +%s)))
 ((left > 0)) && sleep "$left"
 c10m_stop || fail "c10m exited non-zero"
@@ -178,7 +247,9 @@ active="$(stat_of flows_active)"
 [[ "$active" == 0 ]] || fail "$active flows left after all clients finished"
 perr="$(stat_of app_kv_protocol_errors)"
 ((perr >= 12)) || fail "only $perr protocol errors counted"
+oom="$(stat_of app_kv_oom_refused)"
+((oom == OOM_SCRIPT + 2)) || fail "app_kv_oom_refused $oom, want $((OOM_SCRIPT + 2))"
 open="$(stat_of app_kv_conns_open)"
 [[ "$open" == 0 ]] || fail "app_kv_conns_open $open at the end"
-echo "counters: commands=$(stat_of app_kv_commands) errors=$(stat_of app_kv_errors) protocol_errors=$perr conns=$(stat_of app_kv_conns) keys=$(stat_of app_kv_keys) flows_active=$active"
-pass "kv: redis-cli, byte-equal to redis-server, bounded input, redis-benchmark -P 1/16"
+echo "counters: commands=$(stat_of app_kv_commands) errors=$(stat_of app_kv_errors) protocol_errors=$perr oom_refused=$oom conns=$(stat_of app_kv_conns) keys=$(stat_of app_kv_keys) flows_active=$active"
+pass "kv: redis-cli, byte-equal to redis-server, bounded input, maxmemory, redis-benchmark -P 1/16"

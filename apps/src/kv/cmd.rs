@@ -15,45 +15,51 @@ pub enum Flow {
 const NOT_INT: &[u8] = b"value is not an integer or out of range";
 const SYNTAX: &[u8] = b"syntax error";
 
-/// (name, arity as in redis's command table: n exact, -n at least n).
-const COMMANDS: &[(&str, i32)] = &[
-    ("get", 2),
-    ("set", -3),
-    ("ping", -1),
-    ("echo", 2),
-    ("del", -2),
-    ("unlink", -2),
-    ("exists", -2),
-    ("incr", 2),
-    ("decr", 2),
-    ("incrby", 3),
-    ("decrby", 3),
-    ("mget", -2),
-    ("mset", -3),
-    ("setnx", 3),
-    ("strlen", 2),
-    ("append", 3),
-    ("expire", -3),
-    ("pexpire", -3),
-    ("ttl", 2),
-    ("pttl", 2),
-    ("persist", 2),
-    ("flushall", -1),
-    ("flushdb", -1),
-    ("dbsize", 1),
-    ("info", -1),
-    ("command", -1),
-    ("config", -2),
-    ("select", 2),
-    ("quit", -1),
+/// redis's `shared.oomerr`, whole (its code is OOM, not ERR).
+pub const OOM: &[u8] = b"-OOM command not allowed when used memory > 'maxmemory'.\r\n";
+
+/// (name, arity as in redis's command table: n exact, -n at least n; whether redis marks
+/// it `denyoom`: refused while the memory used is over `maxmemory`, whether or not this
+/// call would grow it).
+const COMMANDS: &[(&str, i32, bool)] = &[
+    ("get", 2, false),
+    ("set", -3, true),
+    ("ping", -1, false),
+    ("echo", 2, false),
+    ("del", -2, false),
+    ("unlink", -2, false),
+    ("exists", -2, false),
+    ("incr", 2, true),
+    ("decr", 2, true),
+    ("incrby", 3, true),
+    ("decrby", 3, true),
+    ("mget", -2, false),
+    ("mset", -3, true),
+    ("setnx", 3, true),
+    ("strlen", 2, false),
+    ("append", 3, true),
+    ("expire", -3, false),
+    ("pexpire", -3, false),
+    ("ttl", 2, false),
+    ("pttl", 2, false),
+    ("persist", 2, false),
+    ("flushall", -1, false),
+    ("flushdb", -1, false),
+    ("dbsize", 1, false),
+    ("info", -1, false),
+    ("command", -1, false),
+    ("config", -2, false),
+    ("select", 2, false),
+    ("quit", -1, false),
 ];
 
-/// CONFIG GET answers (redis-benchmark asks for `save` and `appendonly`).
+/// CONFIG GET answers (redis-benchmark asks for `save` and `appendonly`); `maxmemory` is
+/// added from the setting.
 const CONFIG: &[(&str, &str)] = &[
     ("appendonly", "no"),
     ("save", ""),
     ("databases", "1"),
-    ("maxmemory", "0"),
+    ("maxmemory-policy", "noeviction"),
 ];
 
 /// Bytes up to the first NUL, as C's `%s` prints them in redis's error texts.
@@ -89,9 +95,9 @@ impl Kv {
     /// Run one command (`argv` non-empty).
     pub(super) fn exec(&mut self, argv: &[&[u8]], out: &mut Vec<u8>, now: i64) -> Flow {
         self.stats.commands += 1;
-        let Some(&(name, arity)) = COMMANDS
+        let Some(&(name, arity, denyoom)) = COMMANDS
             .iter()
-            .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(argv[0]))
+            .find(|(n, _, _)| n.as_bytes().eq_ignore_ascii_case(argv[0]))
         else {
             // redis: "unknown command '%.128s', with args beginning with: " then
             // "'%.*s' " per argument while the list is under 128 bytes.
@@ -118,6 +124,14 @@ impl Kv {
         let argc = argv.len() as i32;
         if (arity > 0 && argc != arity) || (arity < 0 && argc < -arity) {
             self.arity_error(out, name);
+            return Flow::Go;
+        }
+        // As redis's processCommand: after the name and arity checks, before the command
+        // parses its options; `used > maxmemory` (strictly), noeviction policy.
+        if denyoom && self.maxmemory > 0 && self.store.used() > self.maxmemory {
+            self.stats.errors += 1;
+            self.stats.oom_refused += 1;
+            out.extend_from_slice(OOM);
             return Flow::Go;
         }
         let st = &mut self.store;
@@ -189,16 +203,7 @@ impl Kv {
                 resp::int(out, n as i64);
             }
             "append" => {
-                let total = match st.value_mut(argv[1], now) {
-                    Some(v) => {
-                        v.extend_from_slice(argv[2]);
-                        v.len()
-                    }
-                    None => {
-                        st.set(argv[1], argv[2].to_vec(), None, false);
-                        argv[2].len()
-                    }
-                };
+                let total = st.append(argv[1], argv[2], now);
                 resp::int(out, total as i64);
             }
             "expire" | "pexpire" => self.expire(argv, name, out, now),
@@ -351,13 +356,8 @@ impl Kv {
         let mut digits = Vec::with_capacity(20);
         resp::int(&mut digits, n);
         let digits = digits[1..digits.len() - 2].to_vec();
-        if exists {
-            if let Some(v) = self.store.value_mut(key, now) {
-                *v = digits;
-            }
-        } else {
-            self.store.set(key, digits, None, false);
-        }
+        // An existing key keeps its time to live; a new one has none.
+        self.store.set(key, digits, None, exists);
         resp::int(out, n);
     }
 
@@ -454,8 +454,9 @@ impl Kv {
             if argv.len() < 3 {
                 return self.arity_error(out, "config|get");
             }
-            let hits: Vec<&(&str, &str)> = CONFIG
-                .iter()
+            let maxmemory = self.maxmemory.to_string();
+            let hits: Vec<(&str, &str)> = (CONFIG.iter().copied())
+                .chain([("maxmemory", maxmemory.as_str())])
                 .filter(|(k, _)| argv[2..].iter().any(|p| glob(p, k.as_bytes())))
                 .collect();
             resp::array(out, hits.len() * 2);
@@ -483,6 +484,7 @@ impl Kv {
              # Clients\r\nconnected_clients:{}\r\n\r\n\
              # Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
              keyspace_hits:{}\r\nkeyspace_misses:{}\r\nexpired_keys:{}\r\n\r\n\
+             # Memory\r\nused_memory:{}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\n\r\n\
              # Keyspace\r\ndb0:keys={},expires={},avg_ttl=0\r\n",
             self.stats.conns_open,
             self.stats.conns,
@@ -490,6 +492,8 @@ impl Kv {
             self.stats.hits,
             self.stats.misses,
             self.store.expired,
+            self.store.used(),
+            self.maxmemory,
             self.store.len(),
             self.store.volatile(),
         )

@@ -22,6 +22,14 @@
 //!
 //! Expiry is lazy (a key whose time is up is dropped when touched) plus a bounded sweep
 //! before each batch of commands (at most [`SWEEP_MAX`] due keys, in deadline order).
+//!
+//! Memory is bounded ([`Config::maxmemory`], redis's `maxmemory` with its `noeviction`
+//! policy): the store accounts its bytes (keys, values, an estimated cost per entry: see
+//! [`store`]), and while that is over the bound the commands redis marks `denyoom` (SET
+//! SETNX MSET APPEND INCR DECR INCRBY DECRBY) get `-OOM command not allowed when used
+//! memory > 'maxmemory'.`, whatever the key. Reads, DEL, EXPIRE and FLUSHALL still run,
+//! so clients can free memory and the server recovers. As in redis, the check comes
+//! before the command: the write that crosses the bound succeeds, the next is refused.
 
 mod cmd;
 pub mod resp;
@@ -36,6 +44,32 @@ use store::Store;
 pub const OUT_HIGH: usize = 256 << 10;
 /// Due keys removed per batch of commands.
 pub const SWEEP_MAX: usize = 16;
+/// Default `maxmemory`: 1 GiB of accounted bytes per store. A bound rather than redis's
+/// unlimited default, so a client that keeps writing cannot drive the host into swap or
+/// the OOM killer (taking the NIC queue's engine with it); small against the RAM of a
+/// machine that runs kernel-bypass services (the testbed machines have 16 GiB and more)
+/// with room for the allocator's slack beyond the estimate. One store per engine: N
+/// engines may hold N times this. Raise it with `--kv-maxmemory`, 0 for no bound.
+pub const DEFAULT_MAXMEMORY: usize = 1 << 30;
+
+/// Settings of a kv server.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Input bounds.
+    pub limits: Limits,
+    /// Bound on the store's accounted bytes ([`store::Store::used`]) above which `denyoom`
+    /// commands are refused; 0: no bound (as in redis).
+    pub maxmemory: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            limits: Limits::default(),
+            maxmemory: DEFAULT_MAXMEMORY,
+        }
+    }
+}
 
 /// Counters (see [`Kv::counters`]).
 #[derive(Debug, Default)]
@@ -47,6 +81,8 @@ pub struct Stats {
     pub protocol_errors: u64,
     /// Connections closed because a buffered command outgrew `Limits::max_query`.
     pub query_too_big: u64,
+    /// Commands refused with -OOM (memory used over `maxmemory`); also in `errors`.
+    pub oom_refused: u64,
     pub hits: u64,
     pub misses: u64,
     pub conns: u64,
@@ -57,6 +93,8 @@ pub struct Stats {
 pub struct Kv {
     store: Store,
     limits: Limits,
+    /// 0: no bound.
+    maxmemory: usize,
     /// Wall-clock milliseconds at start; the store's clock is this plus the engine's
     /// monotonic time, so deadlines are Unix milliseconds (as in redis) that never jump.
     epoch_ms: i64,
@@ -65,7 +103,7 @@ pub struct Kv {
 
 impl Default for Kv {
     fn default() -> Self {
-        Kv::new(Limits::default())
+        Kv::new(Config::default())
     }
 }
 
@@ -109,14 +147,15 @@ enum Stop {
 }
 
 impl Kv {
-    pub fn new(limits: Limits) -> Kv {
+    pub fn new(cfg: Config) -> Kv {
         let epoch_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
         Kv {
             store: Store::default(),
-            limits,
+            limits: cfg.limits,
+            maxmemory: cfg.maxmemory,
             epoch_ms,
             stats: Stats::default(),
         }
@@ -323,6 +362,8 @@ impl App for Kv {
             ("app_kv_unknown_commands", self.stats.unknown),
             ("app_kv_protocol_errors", self.stats.protocol_errors),
             ("app_kv_query_too_big", self.stats.query_too_big),
+            ("app_kv_oom_refused", self.stats.oom_refused),
+            ("app_kv_used_memory", self.store.used() as u64),
             ("app_kv_hits", self.stats.hits),
             ("app_kv_misses", self.stats.misses),
             ("app_kv_keys", self.store.len() as u64),

@@ -157,10 +157,13 @@ fn large_value_and_bounded_query() {
     let mut input = cmd(&[b"SET", b"big", &big]);
     input.extend_from_slice(&cmd(&[b"STRLEN", b"big"]));
     assert_eq!(run_all(&input, 65536), b"+OK\r\n:3145728\r\n");
-    let mut kv = Kv::new(Limits {
-        max_bulk: 1 << 20,
-        max_args: 8,
-        max_query: 1 << 20,
+    let mut kv = Kv::new(Config {
+        limits: Limits {
+            max_bulk: 1 << 20,
+            max_args: 8,
+            max_query: 1 << 20,
+        },
+        ..Config::default()
     });
     let (out, _) = feed(&mut kv, &input, 65536, 0);
     assert_eq!(out, b"-ERR Protocol error: invalid bulk length\r\n");
@@ -175,6 +178,143 @@ fn large_value_and_bounded_query() {
     );
     assert_eq!(out, b"-ERR Protocol error: query buffer limit exceeded\r\n");
     assert!(st.closing && st.inbuf.is_empty());
+}
+
+/// Accounted memory through the commands, back to the same figure after every kind of
+/// removal.
+#[test]
+fn used_memory_follows_commands() {
+    let mut kv = Kv::default();
+    let base = {
+        feed(&mut kv, &cmds(&["set k v"]), usize::MAX, 0);
+        kv.store.used()
+    };
+    assert_eq!(base, 2 + store::ENTRY_OVERHEAD);
+    let steps: &[&[&str]] = &[
+        &["set k vvvvvvvv", "set k v"],
+        &["set t 1 px 100", "del t"],
+        &[
+            "set t 1 ex 100",
+            "persist t",
+            "expire t 5",
+            "pexpire t 1",
+            "get t",
+        ],
+        &["mset a 1 b 2", "unlink a b"],
+        &["incr n", "incrby n 1000", "append n x", "expire n 0"],
+        &["setnx s 1", "append s 2345", "set s 1 keepttl", "del s"],
+    ];
+    for (i, lines) in steps.iter().enumerate() {
+        let now = 1000 * (i as i64 + 1);
+        feed(&mut kv, &cmds(lines), usize::MAX, now);
+        kv.store.sweep(now + 999, SWEEP_MAX);
+        assert_eq!(kv.store.used(), base, "after {lines:?}");
+    }
+    let (out, _) = feed(&mut kv, &cmds(&["set x 1 ex 9", "flushall"]), usize::MAX, 0);
+    assert_eq!(out, b"+OK\r\n+OK\r\n");
+    assert_eq!(kv.store.used(), 0);
+}
+
+/// noeviction: over `maxmemory`, denyoom commands get redis's -OOM (after the arity
+/// check, before option parsing, whatever the key); reads, DEL, EXPIRE and FLUSHALL run;
+/// once memory is freed, writes succeed again.
+#[test]
+fn maxmemory_refuses_writes_until_memory_is_freed() {
+    let mut kv = Kv::new(Config {
+        maxmemory: 1000,
+        ..Config::default()
+    });
+    let big = vec![b'x'; 900];
+    let mut input = cmd(&[b"SET", b"big", &big]); // under the bound when it runs
+    input.extend_from_slice(&cmds(&["set small 1", "get small"]));
+    let (out, _) = feed(&mut kv, &input, usize::MAX, 0);
+    // The SET that crossed the bound succeeded; the next one is refused.
+    assert_eq!(
+        out,
+        b"+OK\r\n-OOM command not allowed when used memory > 'maxmemory'.\r\n$-1\r\n"
+    );
+    assert!(kv.store.used() > 1000);
+    let refused = [
+        "set small 1",
+        "set big v xx",
+        "set k v bogus",
+        "setnx n 1",
+        "mset a 1 b",
+        "incr big",
+        "decr n",
+        "incrby n 1",
+        "decrby n 1",
+        "append big x",
+    ];
+    let (out, _) = feed(&mut kv, &cmds(&refused), usize::MAX, 0);
+    assert_eq!(out, cmd::OOM.repeat(refused.len()));
+    assert_eq!(kv.stats.oom_refused, 1 + refused.len() as u64);
+    // Arity is checked first; reads and removals run.
+    let (out, _) = feed(
+        &mut kv,
+        &cmds(&[
+            "set a",
+            "strlen big",
+            "exists big",
+            "expire big 100",
+            "ttl big",
+            "persist big",
+            "dbsize",
+            "ping",
+        ]),
+        usize::MAX,
+        0,
+    );
+    assert_eq!(
+        out,
+        b"-ERR wrong number of arguments for 'set' command\r\n:900\r\n:1\r\n:1\r\n\
+          :100\r\n:1\r\n:1\r\n+PONG\r\n"
+    );
+    let info = String::from_utf8(feed(&mut kv, &cmds(&["info"]), usize::MAX, 0).0).unwrap();
+    let used = format!("used_memory:{}\r\n", kv.store.used());
+    assert!(
+        info.contains(&used) && info.contains("maxmemory:1000\r\n"),
+        "{info}"
+    );
+    let (out, _) = feed(
+        &mut kv,
+        &cmds(&[
+            "config get maxmemory",
+            "del big",
+            "set small 1",
+            "get small",
+        ]),
+        usize::MAX,
+        0,
+    );
+    assert_eq!(
+        out,
+        b"*2\r\n$9\r\nmaxmemory\r\n$4\r\n1000\r\n:1\r\n+OK\r\n$1\r\n1\r\n"
+    );
+    // Over again: the key's expiry (the sweep before each batch) frees it, then FLUSHALL.
+    let mut input = cmd(&[b"SET", b"big", &big, b"PX", b"10"]);
+    input.extend_from_slice(&cmds(&["set k v"]));
+    let (out, _) = feed(&mut kv, &input, usize::MAX, 0);
+    assert_eq!(out, [&b"+OK\r\n"[..], cmd::OOM].concat());
+    kv.store.sweep(10, SWEEP_MAX);
+    let (out, _) = feed(&mut kv, &cmd(&[b"SET", b"big", &big]), usize::MAX, 10);
+    assert_eq!(out, b"+OK\r\n");
+    let (out, _) = feed(
+        &mut kv,
+        &cmds(&["set k v", "flushall", "set k v"]),
+        usize::MAX,
+        10,
+    );
+    assert_eq!(out, [cmd::OOM, b"+OK\r\n+OK\r\n"].concat());
+    // 0: no bound.
+    let mut kv = Kv::new(Config {
+        maxmemory: 0,
+        ..Config::default()
+    });
+    let (out, _) = feed(&mut kv, &cmds(&["set a 1", "set b 2"]), usize::MAX, 0);
+    assert_eq!(out, b"+OK\r\n+OK\r\n");
+    let (out, _) = feed(&mut kv, &cmds(&["config get maxmemory"]), usize::MAX, 0);
+    assert_eq!(out, b"*2\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n");
 }
 
 #[test]
