@@ -1281,7 +1281,7 @@ impl<A: App> Core<A> {
 
         // Egress for this flow only, bounded so one bulk flow cannot starve the rest.
         let quota = self.cfg.egress_quota;
-        let emitted = egress(
+        let (emitted, smol_next) = egress(
             &mut self.iface,
             &mut self.drops,
             self.max_frame,
@@ -1339,7 +1339,7 @@ impl<A: App> Core<A> {
 
         // Re-arm: the earlier of smoltcp's next deadline (retransmit, delayed ACK,
         // keep-alive, TIME-WAIT...) and the app's timer.
-        let next = match (self.iface.poll_at(now, &f.set), f.app_timer) {
+        let next = match (smol_next, f.app_timer) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -1442,7 +1442,7 @@ impl<A: App> Core<A> {
                 }
             }
         }
-        egress(
+        let (_, next) = egress(
             &mut self.iface,
             &mut self.drops,
             self.max_frame,
@@ -1451,7 +1451,7 @@ impl<A: App> Core<A> {
             &mut self.misc,
             self.cfg.egress_quota,
         );
-        self.misc_deadline = match self.iface.poll_at(now, &self.misc) {
+        self.misc_deadline = match next {
             Some(t) if t <= now => {
                 self.misc_dirty = true;
                 None
@@ -1483,7 +1483,12 @@ fn ingress<S: TxSink + ?Sized>(
 }
 
 /// Let the sockets of `set` emit, at most `quota` times (bounded, so one bulk flow cannot
-/// starve the rest). Returns how many calls emitted something.
+/// starve the rest). Returns how many calls emitted something, and smoltcp's next deadline
+/// for the set afterwards (`poll_at`: None, a time, or at most `now` for "call again").
+///
+/// A flow usually has one segment to send (an echo, an ACK): after the first emission
+/// `poll_at` tells whether more is due now, which is cheaper than a second `poll_egress`
+/// that finds nothing, and its answer is the deadline the caller re-arms with anyway.
 fn egress<S: TxSink + ?Sized>(
     iface: &mut Interface,
     drops: &mut TxDrops,
@@ -1492,8 +1497,9 @@ fn egress<S: TxSink + ?Sized>(
     sink: &mut S,
     set: &mut SocketSet<'static>,
     quota: usize,
-) -> usize {
-    for n in 0..quota {
+) -> (usize, Option<Instant>) {
+    let mut n = 0;
+    while n < quota {
         let mut dev = LinkDevice {
             frame: None,
             sink: &mut *sink,
@@ -1501,8 +1507,15 @@ fn egress<S: TxSink + ?Sized>(
             max_frame,
         };
         if iface.poll_egress(now, &mut dev, set) == smoltcp::iface::PollResult::None {
-            return n;
+            break;
+        }
+        n += 1;
+        if n == 1 {
+            let next = iface.poll_at(now, set);
+            if next.is_none_or(|t| t > now) {
+                return (n, next);
+            }
         }
     }
-    quota
+    (n, iface.poll_at(now, set))
 }
