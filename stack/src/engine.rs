@@ -13,6 +13,7 @@ use crate::neigh;
 use crate::offload::{OffloadPort, Pool};
 use crate::peer::{plan_connect, Net, PendingConnect, EPHEMERAL};
 use crate::stats::Stats;
+use crate::table::FlowTable;
 use crate::timer::TimerWheel;
 use crate::wire::{classify, Class, FourTuple};
 use rustc_hash::FxHashMap;
@@ -237,7 +238,7 @@ struct Core<A: App> {
     misc_dirty: bool,
     misc_deadline: Option<Instant>,
     listeners: FxHashMap<u16, Listener>,
-    table: FxHashMap<FourTuple, u32>,
+    table: FlowTable,
     slots: Vec<Slot<A::ConnState>>,
     free_slots: Vec<u32>,
     /// Recycled one-socket sets (socket Closed, buffers kept): no allocation per connection.
@@ -368,7 +369,7 @@ impl<L: Link, A: App> Engine<L, A> {
             misc_dirty: false,
             misc_deadline: None,
             listeners: FxHashMap::default(),
-            table: FxHashMap::default(),
+            table: FlowTable::default(),
             slots: Vec::new(),
             free_slots: Vec::new(),
             pools: Vec::new(),
@@ -691,7 +692,7 @@ impl<A: App> Core<A> {
             let class = classify(frame);
             let mut hint = NO_FLOW;
             if let Class::Tcp { key, .. } = class {
-                if let Some(&idx) = self.table.get(&key) {
+                if let Some(idx) = self.table.get(&key) {
                     hint = idx;
                     if let Some(f) = self.slots[idx as usize].flow.as_ref() {
                         std::hint::black_box(f.set.get::<tcp::Socket>(f.handle).state());
@@ -756,7 +757,7 @@ impl<A: App> Core<A> {
                 let found = if valid {
                     Some(hint)
                 } else {
-                    self.table.get(&key).copied()
+                    self.table.get(&key)
                 };
                 if let Some(idx) = found {
                     if syn && !ack && !rst && self.in_time_wait(idx) {

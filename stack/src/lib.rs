@@ -17,6 +17,7 @@ pub mod neigh;
 pub mod offload;
 mod peer;
 pub mod stats;
+mod table;
 /// A raw TCP peer (frame builder and parser) for tests and benchmarks.
 pub mod testkit;
 pub mod timer;

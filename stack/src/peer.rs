@@ -10,6 +10,7 @@
 
 use crate::app::{App, Conn, ConnId};
 use crate::engine::{ConnectError, Listener, Phase, Slot};
+use crate::table::FlowTable;
 use crate::wire::FourTuple;
 use rustc_hash::FxHashMap;
 use smoltcp::iface::Interface;
@@ -33,7 +34,7 @@ pub(crate) struct Net<'a, S> {
     pub after: &'a mut [Slot<S>],
     pub dirty: &'a mut Vec<(u32, u32)>,
     pub iface: &'a Interface,
-    pub table: &'a FxHashMap<FourTuple, u32>,
+    pub table: &'a FlowTable,
     pub listeners: &'a FxHashMap<u16, Listener>,
     pub next_port: &'a mut u16,
     pub free_slots: &'a mut Vec<u32>,
@@ -74,7 +75,7 @@ fn slot_in<'s, S>(
 /// nor the connections still pending.
 pub(crate) fn plan_connect<S>(
     iface: &Interface,
-    table: &FxHashMap<FourTuple, u32>,
+    table: &FlowTable,
     listeners: &FxHashMap<u16, Listener>,
     next_port: &mut u16,
     pending: &[PendingConnect<S>],
@@ -105,7 +106,7 @@ pub(crate) fn plan_connect<S>(
             local: IpEndpoint::new(local, p),
             remote,
         };
-        if !table.contains_key(&key)
+        if !table.contains(&key)
             && !listeners.contains_key(&p)
             && !pending.iter().any(|q| q.key == key)
         {
