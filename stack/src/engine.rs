@@ -322,6 +322,20 @@ macro_rules! net {
     };
 }
 
+/// A callback's handle for flow `$f` (id `$id`) of `$core`, reaching the other flows
+/// through the slices around it (`$before`, `$after` from `split_slots`).
+macro_rules! conn {
+    ($core:expr, $f:expr, $id:expr, $now:expr, $before:expr, $after:expr) => {
+        $f.conn(
+            $id,
+            $now,
+            $core.offload.as_mut(),
+            &mut $core.offloads,
+            net!($core, $before, $after),
+        )
+    };
+}
+
 /// A per-core engine over link `L` running application `A`.
 pub struct Engine<L: Link, A: App> {
     link: L,
@@ -523,13 +537,7 @@ impl<L: Link, A: App> Engine<L, A> {
         if !matches!(fl.phase, Phase::Open | Phase::Connecting) || fl.flags.aborted {
             return None;
         }
-        let mut conn = fl.conn(
-            id,
-            now,
-            c.offload.as_mut(),
-            &mut c.offloads,
-            net!(c, before, after),
-        );
+        let mut conn = conn!(c, fl, id, now, before, after);
         let r = f(&mut conn);
         c.mark_dirty(id.idx, id.gen);
         c.start_connects();
@@ -1161,13 +1169,7 @@ impl<A: App> Core<A> {
                         .get_mut::<tcp::Socket>(f.handle)
                         .set_timeout(self.cfg.user_timeout);
                     self.stats.accepted += 1;
-                    let mut c = f.conn(
-                        id,
-                        now,
-                        self.offload.as_mut(),
-                        &mut self.offloads,
-                        net!(self, before, after),
-                    );
+                    let mut c = conn!(self, f, id, now, before, after);
                     if !timed!(self, id, "on_accept", self.app.on_accept(&mut c)) {
                         c.abort();
                         self.stats.refused_by_app += 1;
@@ -1177,13 +1179,7 @@ impl<A: App> Core<A> {
         } else if f.phase == Phase::Connecting && !matches!(state, SynSent | SynReceived | Closed) {
             // (Closed: the handshake failed; reported below as closed.)
             f.phase = Phase::Open;
-            let mut c = f.conn(
-                id,
-                now,
-                self.offload.as_mut(),
-                &mut self.offloads,
-                net!(self, before, after),
-            );
+            let mut c = conn!(self, f, id, now, before, after);
             timed!(self, id, "on_connected", self.app.on_connected(&mut c));
         }
 
@@ -1197,13 +1193,7 @@ impl<A: App> Core<A> {
         if f.phase == Phase::Open && !f.flags.aborted && !deferred {
             if f.app_timer.is_some_and(|t| t <= now) {
                 f.app_timer = None;
-                let mut c = f.conn(
-                    id,
-                    now,
-                    self.offload.as_mut(),
-                    &mut self.offloads,
-                    net!(self, before, after),
-                );
+                let mut c = conn!(self, f, id, now, before, after);
                 timed!(self, id, "on_timer", self.app.on_timer(&mut c));
             }
             // Offer buffered bytes until the app stops consuming.
@@ -1213,13 +1203,7 @@ impl<A: App> Core<A> {
                 if n == 0 {
                     break;
                 }
-                let mut c = f.conn(
-                    id,
-                    now,
-                    self.offload.as_mut(),
-                    &mut self.offloads,
-                    net!(self, before, after),
-                );
+                let mut c = conn!(self, f, id, now, before, after);
                 let used = timed!(
                     self,
                     id,
@@ -1252,13 +1236,7 @@ impl<A: App> Core<A> {
                 && f.set.get::<tcp::Socket>(f.handle).can_send()
             {
                 f.flags.want_writable = false;
-                let mut c = f.conn(
-                    id,
-                    now,
-                    self.offload.as_mut(),
-                    &mut self.offloads,
-                    net!(self, before, after),
-                );
+                let mut c = conn!(self, f, id, now, before, after);
                 timed!(self, id, "on_writable", self.app.on_writable(&mut c));
             }
             let sock = f.set.get::<tcp::Socket>(f.handle);
@@ -1269,13 +1247,7 @@ impl<A: App> Core<A> {
                 && matches!(sock.state(), CloseWait | LastAck | Closing | TimeWait)
             {
                 f.fin_told = true;
-                let mut c = f.conn(
-                    id,
-                    now,
-                    self.offload.as_mut(),
-                    &mut self.offloads,
-                    net!(self, before, after),
-                );
+                let mut c = conn!(self, f, id, now, before, after);
                 timed!(self, id, "on_peer_fin", self.app.on_peer_fin(&mut c));
             }
         }
@@ -1314,13 +1286,7 @@ impl<A: App> Core<A> {
             if was_connecting {
                 self.stats.connects_failed += 1;
             }
-            let mut c = f.conn(
-                id,
-                now,
-                self.offload.as_mut(),
-                &mut self.offloads,
-                net!(self, before, after),
-            );
+            let mut c = conn!(self, f, id, now, before, after);
             timed!(self, id, "on_closed", self.app.on_closed(&mut c, reason));
             // The app has had its state; drop it now rather than after TIME-WAIT.
             f.state = Default::default();
@@ -1386,13 +1352,7 @@ impl<A: App> Core<A> {
             let (before, slot, after) = split_slots(&mut self.slots, id.idx);
             let f = slot.flow.as_mut().expect("checked live");
             self.stats.offload_results += 1;
-            let mut c = f.conn(
-                id,
-                now,
-                self.offload.as_mut(),
-                &mut self.offloads,
-                net!(self, before, after),
-            );
+            let mut c = conn!(self, f, id, now, before, after);
             timed!(self, id, "on_done", self.app.on_done(&mut c, done));
             // Egress for what it queued, and offer data it may have left waiting.
             self.mark_dirty(id.idx, id.gen);
