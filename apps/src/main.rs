@@ -202,6 +202,19 @@ impl AddrArgs {
         Ok(v)
     }
 
+    /// Engine settings with these addresses, `mac` and a fresh seed; the rest default.
+    fn engine_config(&self, mac: [u8; 6]) -> EngineConfig {
+        EngineConfig {
+            mac,
+            ipv4: self.ip,
+            ipv6: self.ip6,
+            gateway4: self.gateway,
+            gateway6: self.gateway6,
+            seed: seed(),
+            ..Default::default()
+        }
+    }
+
     /// Whether the stack can reach `to` (given with `flag`): an address of its family,
     /// on the subnet or through a gateway, and a port.
     fn check_reachable(&self, flag: &str, to: std::net::SocketAddr) -> Result<(), String> {
@@ -529,6 +542,16 @@ fn kv_config(a: &Serve) -> Result<c10m_apps::kv::Config, String> {
     Ok(cfg)
 }
 
+/// A flag SIGINT and SIGTERM set (the loops poll it).
+fn stop_on_signals() -> Result<Arc<AtomicBool>, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| format!("signal handler: {e}"))?;
+    }
+    Ok(stop)
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_target(false)
@@ -599,24 +622,14 @@ fn serve(a: Serve) -> Result<(), String> {
     let (port, mode, copy) = open_port(&a.link, a.addr.steer()?)?;
     let mac = port.mac();
     let ecfg = EngineConfig {
-        mac,
-        ipv4: a.addr.ip,
-        ipv6: a.addr.ip6,
-        gateway4: a.addr.gateway,
-        gateway6: a.addr.gateway6,
         tcp_rx_buf: a.tcp_buf,
         tcp_tx_buf: a.tcp_buf,
         max_flows: a.max_flows,
-        seed: seed(),
         rx_batch: a.batch,
         idle_spin_us: a.idle_spin_us,
-        ..Default::default()
+        ..a.addr.engine_config(mac)
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone())
-            .map_err(|e| format!("signal handler: {e}"))?;
-    }
+    let stop = stop_on_signals()?;
     if a.duration > 0 {
         let stop = stop.clone();
         let d = Duration::from_secs(a.duration);
@@ -841,24 +854,14 @@ fn loadgen(a: LoadgenArgs) -> Result<(), String> {
     };
     let (port, mode, copy) = open_port(&a.link, a.addr.steer()?)?;
     let ecfg = EngineConfig {
-        mac: port.mac(),
-        ipv4: a.addr.ip,
-        ipv6: a.addr.ip6,
-        gateway4: a.addr.gateway,
-        gateway6: a.addr.gateway6,
         tcp_rx_buf: a.tcp_buf,
         tcp_tx_buf: a.tcp_buf,
         max_flows: a.max_flows,
-        seed: seed(),
         rx_batch: a.batch,
         idle_spin_us: a.idle_spin_us,
-        ..Default::default()
+        ..a.addr.engine_config(port.mac())
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone())
-            .map_err(|e| format!("signal handler: {e}"))?;
-    }
+    let stop = stop_on_signals()?;
     let addrs = a.addr.show();
     let mode_line = match a.rate {
         Some(r) => format!("open loop at {r} req/s"),
