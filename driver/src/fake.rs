@@ -193,11 +193,11 @@ impl FakeKernel {
     }
 
     fn trim_logs(&mut self) {
-        let rx_left = self.rx.in_flight() as usize;
+        let rx_left = self.rx.unconsumed() as usize;
         while self.rx_log.len() > rx_left {
             self.rx_log.pop_front();
         }
-        let comp_left = self.comp.in_flight() as usize;
+        let comp_left = self.comp.unconsumed() as usize;
         while self.comp_log.len() > comp_left {
             self.comp_log.pop_front();
         }

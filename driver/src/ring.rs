@@ -192,9 +192,8 @@ impl<T: Copy> ProdRing<T> {
         n
     }
 
-    /// Slots published and not yet consumed by the other side (fake kernel inspection).
-    #[cfg(test)]
-    pub(crate) fn in_flight(&self) -> u32 {
+    /// Slots published and not yet consumed by the other side.
+    pub(crate) fn unconsumed(&self) -> u32 {
         self.published
             .wrapping_sub(self.r.consumer().load(Ordering::Acquire))
     }
@@ -327,7 +326,7 @@ mod tests {
                 next += 1;
             }
             p.submit();
-            assert!(p.in_flight() <= 8);
+            assert!(p.unconsumed() <= 8);
             let (ci, cgot) = c.peek(round % 7 + 1);
             for i in 0..cgot {
                 assert_eq!(c.read(ci.wrapping_add(i)), expect);

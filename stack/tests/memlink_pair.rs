@@ -475,3 +475,43 @@ fn keep_alive_probes_are_spread_out() {
     );
     assert_eq!(s.flow_count(), 200, "live idle flows stay");
 }
+
+/// Many flows waiting on a full transmit side: each iteration services flows only while
+/// the link has room and leaves the rest queued, in order, for the next one. Walking
+/// every waiting flow each iteration (each finding no room) made an iteration cost
+/// O(waiting flows) while still sending one ring's worth: at 300 k flows the loop slowed
+/// to a few iterations a second and the echo round never finished. 2 000 flows echo at
+/// once through a 4-frame link: the server's deferred egress attempts stay near one per
+/// iteration, and every echo completes.
+#[test]
+fn full_link_does_not_walk_every_waiting_flow() {
+    const FLOWS: usize = 2000;
+    let (la, mut lb) = MemLink::pair();
+    lb.set_tx_capacity(4);
+    let client = Client::new(payload(64, 5));
+    let mut c = Engine::new(la, cfg(1, 1), client, Instant::from_millis(0));
+    let mut s = Engine::new(lb, cfg(2, 2), Echo::default(), Instant::from_millis(0));
+    s.listen(7, 4096).unwrap();
+    let server = IpEndpoint::new(IpAddress::v4(198, 18, 0, 2), 7);
+    let mut t = 0;
+    run(&mut c, &mut s, &mut t, 5, |_, _| false);
+    for _ in 0..FLOWS {
+        c.connect(server, Instant::from_millis(t)).unwrap();
+    }
+    let counter = |s: &Engine<MemLink, Echo>, name: &str| {
+        s.counters()
+            .into_iter()
+            .find(|(k, _)| *k == name)
+            .map_or(0, |(_, v)| v)
+    };
+    run(&mut c, &mut s, &mut t, 60_000, |c, _| {
+        c.app().done.len() == FLOWS
+    });
+    assert_eq!(c.app().done.len(), FLOWS, "every echo completed");
+    let (deferred, loops) = (counter(&s, "tx_deferred"), counter(&s, "loops"));
+    assert!(
+        deferred <= 2 * loops,
+        "{deferred} deferred egress attempts in {loops} iterations: waiting flows are walked \
+         on every iteration"
+    );
+}
