@@ -282,6 +282,11 @@ struct Serve {
     /// small requests on the same core (e.g. hash uploads next to --echo-port).
     #[arg(long)]
     port_buf: Option<usize>,
+    /// Service connections on this port (--port or --echo-port) before the others in
+    /// every loop iteration: small latency-sensitive requests next to bulk transfers on
+    /// the same core. May be given more than once.
+    #[arg(long, value_name = "PORT")]
+    serve_first: Vec<u16>,
     /// Frames handled per receive batch.
     #[arg(long, default_value_t = 64)]
     batch: usize,
@@ -416,6 +421,11 @@ struct LoadgenArgs {
     /// Most TCP flows held at once (any state, TIME-WAIT included).
     #[arg(long, default_value_t = 100_000)]
     max_flows: usize,
+    /// Service connections on this port (--port or --echo-port) before the others in
+    /// every loop iteration: small latency-sensitive requests next to bulk transfers on
+    /// the same core. May be given more than once.
+    #[arg(long, value_name = "PORT")]
+    serve_first: Vec<u16>,
     /// Frames handled per receive batch.
     #[arg(long, default_value_t = 64)]
     batch: usize,
@@ -619,6 +629,19 @@ fn serve(a: Serve) -> Result<(), String> {
         (_, None) => None,
     };
     let kv = kv_config(&a)?;
+    if let Some(p) = a
+        .serve_first
+        .iter()
+        .find(|&&p| p != a.port && Some(p) != a.echo_port)
+    {
+        return Err(format!(
+            "--serve-first {p}: not a port this app listens on (--port {}{})",
+            a.port,
+            a.echo_port
+                .map(|e| format!(", --echo-port {e}"))
+                .unwrap_or_default()
+        ));
+    }
     let (port, mode, copy) = open_port(&a.link, a.addr.steer()?)?;
     let mac = port.mac();
     let ecfg = EngineConfig {
@@ -708,7 +731,14 @@ fn serve(a: Serve) -> Result<(), String> {
             run_app(&a, link, ecfg, app, &stop, |e| {
                 listen_port(e, &a)?;
                 if let Some(p) = a.echo_port {
-                    e.listen(p, a.backlog).map_err(|e| e.to_string())?;
+                    let o = ListenOptions {
+                        backlog: a.backlog,
+                        rx_buf: a.tcp_buf,
+                        tx_buf: a.tcp_buf,
+                        serve_first: a.serve_first.contains(&p),
+                    };
+                    e.listen_with(p, o)
+                        .map_err(|e| format!("--echo-port {p}: {e}"))?;
                 }
                 Ok(())
             })?
@@ -736,6 +766,7 @@ fn listen_port<A: App>(e: &mut Engine<XdpLink, A>, a: &Serve) -> Result<(), Stri
         backlog: a.backlog,
         rx_buf: buf,
         tx_buf: buf,
+        serve_first: a.serve_first.contains(&a.port),
     };
     e.listen_with(a.port, o)
         .map_err(|e| format!("--port {}: {e}", a.port))

@@ -143,6 +143,7 @@ pub(crate) struct Listener {
     half_open: usize,
     rx_buf: usize,
     tx_buf: usize,
+    serve_first: bool,
 }
 
 /// Settings of one listening port.
@@ -154,6 +155,10 @@ pub struct ListenOptions {
     pub rx_buf: usize,
     /// Send buffer per connection, bytes.
     pub tx_buf: usize,
+    /// Service this listener's connections before the others in every loop iteration:
+    /// for small latency-sensitive requests next to bulk transfers on the same core, so
+    /// their replies are not queued behind the bulk flows' callbacks and ACKs.
+    pub serve_first: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -174,6 +179,8 @@ pub(crate) struct Flow<S> {
     handle: SocketHandle,
     pub(crate) phase: Phase,
     pub(crate) dirty: bool,
+    /// Serviced before other flows (its listener's `serve_first`).
+    first: bool,
     pub(crate) flags: ConnFlags,
     rst_seen: bool,
     fin_told: bool,
@@ -255,6 +262,8 @@ struct Core<A: App> {
     jitter: u64,
     next_port: u16,
     dirty: Vec<(u32, u32)>,
+    /// Dirty flows of `serve_first` listeners, serviced before `dirty`.
+    dirty_first: Vec<(u32, u32)>,
     /// Connections opened from callbacks (`Conn::connect`), started when the callback
     /// returns.
     pending: Vec<PendingConnect<A::ConnState>>,
@@ -395,6 +404,7 @@ impl<L: Link, A: App> Engine<L, A> {
             jitter: cfg.seed | 1,
             next_port: *EPHEMERAL.start() + (cfg.seed % 16384) as u16,
             dirty: Vec::new(),
+            dirty_first: Vec::new(),
             pending: Vec::new(),
             scratch: vec![0; cfg.tcp_rx_buf.max(2048)],
             drops,
@@ -419,6 +429,7 @@ impl<L: Link, A: App> Engine<L, A> {
                 backlog,
                 rx_buf,
                 tx_buf,
+                serve_first: false,
             },
         )
     }
@@ -441,6 +452,7 @@ impl<L: Link, A: App> Engine<L, A> {
                 half_open: 0,
                 rx_buf: o.rx_buf,
                 tx_buf: o.tx_buf,
+                serve_first: o.serve_first,
             },
         );
         Ok(())
@@ -676,7 +688,7 @@ impl<L: Link, A: App> Engine<L, A> {
     /// sleeps between `poll`s.
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
         let c = &self.core;
-        if !c.dirty.is_empty() || c.misc_dirty {
+        if !c.dirty.is_empty() || !c.dirty_first.is_empty() || c.misc_dirty {
             return Some(now);
         }
         let w = c.timers.next_hint().map(|m| Instant::from_millis(m as i64));
@@ -855,6 +867,7 @@ impl<A: App> Core<A> {
         }
         l.half_open += 1;
         let bufs = (l.rx_buf, l.tx_buf);
+        let first = l.serve_first;
         let (mut set, handle) = self.take_socket(bufs);
         let sock = set.get_mut::<tcp::Socket>(handle);
         sock.set_timeout(Some(self.cfg.half_open_timeout));
@@ -872,6 +885,7 @@ impl<A: App> Core<A> {
             .flow
             .as_mut()
             .expect("just inserted");
+        flow.first = first;
         ingress(
             &mut self.iface,
             &mut self.drops,
@@ -982,6 +996,7 @@ impl<A: App> Core<A> {
             handle,
             phase,
             dirty: false,
+            first: false,
             flags: ConnFlags::default(),
             rst_seen: false,
             fin_told: false,
@@ -1029,7 +1044,11 @@ impl<A: App> Core<A> {
         if let Some(f) = self.slots[idx as usize].flow.as_mut() {
             if !f.dirty {
                 f.dirty = true;
-                self.dirty.push((idx, gen));
+                if f.first {
+                    self.dirty_first.push((idx, gen));
+                } else {
+                    self.dirty.push((idx, gen));
+                }
             }
         }
     }
@@ -1114,11 +1133,31 @@ impl<A: App> Core<A> {
         any
     }
 
+    /// Service the dirty flows: those of `serve_first` listeners, then the rest.
     fn service_dirty<S: TxSink + ?Sized>(&mut self, now: Instant, sink: &mut S) -> bool {
-        if self.dirty.is_empty() {
+        let first = self.service_list(now, sink, true);
+        self.service_list(now, sink, false) | first
+    }
+
+    fn dirty_list(&mut self, first: bool) -> &mut Vec<(u32, u32)> {
+        if first {
+            &mut self.dirty_first
+        } else {
+            &mut self.dirty
+        }
+    }
+
+    /// Service one dirty list (`first`: the `serve_first` one) in order.
+    fn service_list<S: TxSink + ?Sized>(
+        &mut self,
+        now: Instant,
+        sink: &mut S,
+        first: bool,
+    ) -> bool {
+        if self.dirty_list(first).is_empty() {
             return false;
         }
-        let mut list = std::mem::take(&mut self.dirty);
+        let mut list = std::mem::take(self.dirty_list(first));
         let mut served = 0;
         for &(idx, gen) in &list {
             // A full link: the rest wait, in order, for the next iteration (the flush in
@@ -1142,13 +1181,15 @@ impl<A: App> Core<A> {
         if served < list.len() {
             // Not yet serviced (still marked dirty) go first, then those queued meanwhile.
             list.drain(..served);
-            list.append(&mut self.dirty);
-            self.dirty = list;
+            let q = self.dirty_list(first);
+            list.append(q);
+            *q = list;
             return served > 0;
         }
         list.clear();
-        if self.dirty.is_empty() {
-            self.dirty = list; // keep the allocation
+        let q = self.dirty_list(first);
+        if q.is_empty() {
+            *q = list; // keep the allocation
         }
         true
     }

@@ -64,6 +64,8 @@ struct Got {
 struct Tcb {
     peer: RawPeer,
     sport: u16,
+    /// The engine's port.
+    dport: u16,
     snd_nxt: u32,
     rcv_nxt: u32,
 }
@@ -182,8 +184,13 @@ impl Rig {
     /// Three-way handshake from `peer:sport` with `isn` (RFC 9293 3.5): SYN, check the
     /// SYN-ACK, ACK. The app has accepted the connection when this returns.
     fn connect(&mut self, peer: RawPeer, sport: u16, isn: u32) -> Tcb {
+        self.connect_to(peer, sport, PORT, isn)
+    }
+
+    /// `connect` to the engine's port `dport`.
+    fn connect_to(&mut self, peer: RawPeer, sport: u16, dport: u16, isn: u32) -> Tcb {
         let accepted = self.eng.app().accepted;
-        self.send(peer.syn(sport, PORT, isn));
+        self.send(peer.syn(sport, dport, isn));
         let got = self.pump();
         let sa = only(to(&got, &peer, sport));
         assert!(sa.seg.syn && sa.seg.ack && !sa.seg.rst, "{sa:?}");
@@ -192,7 +199,7 @@ impl Rig {
             isn.wrapping_add(1),
             "SYN-ACK acks the ISN + 1"
         );
-        assert_eq!(sa.seg.src.port, PORT);
+        assert_eq!(sa.seg.src.port, dport);
         assert!(
             sa.seg.mss.is_some(),
             "SYN-ACK carries the MSS option (3.7.1)"
@@ -200,10 +207,11 @@ impl Rig {
         let tcb = Tcb {
             peer,
             sport,
+            dport,
             snd_nxt: isn.wrapping_add(1),
             rcv_nxt: sa.seg.seq.wrapping_add(1),
         };
-        self.send(peer.ack(sport, PORT, tcb.snd_nxt, tcb.rcv_nxt));
+        self.send(peer.ack(sport, dport, tcb.snd_nxt, tcb.rcv_nxt));
         let got = self.pump();
         assert!(to(&got, &peer, sport).is_empty(), "{got:?}");
         assert_eq!(
@@ -216,7 +224,7 @@ impl Rig {
 
     /// Send `data` on `c` and check that exactly it comes back, in sequence, acking it.
     fn echo(&mut self, c: &mut Tcb, data: &[u8]) {
-        self.send(c.peer.data(c.sport, PORT, c.snd_nxt, c.rcv_nxt, data));
+        self.send(c.peer.data(c.sport, c.dport, c.snd_nxt, c.rcv_nxt, data));
         c.snd_nxt = c.snd_nxt.wrapping_add(data.len() as u32);
         let got = self.pump();
         let mine = to(&got, &c.peer, c.sport);
@@ -228,7 +236,7 @@ impl Rig {
         assert!(last.seg.ack);
         assert_eq!(last.seg.ack_no, c.snd_nxt, "our data is acknowledged");
         c.rcv_nxt = c.rcv_nxt.wrapping_add(data.len() as u32);
-        self.send(c.peer.ack(c.sport, PORT, c.snd_nxt, c.rcv_nxt));
+        self.send(c.peer.ack(c.sport, c.dport, c.snd_nxt, c.rcv_nxt));
         assert!(self.pump().is_empty());
     }
 }
@@ -270,6 +278,7 @@ fn handshake_data_and_close_by_hand() {
     let mut c = Tcb {
         peer: p,
         sport: 40000,
+        dport: PORT,
         snd_nxt: isn.wrapping_add(1),
         rcv_nxt: sa.seg.seq.wrapping_add(1),
     };
@@ -333,6 +342,7 @@ fn duplicate_syn_in_syn_received() {
     let mut c = Tcb {
         peer: p,
         sport: 40001,
+        dport: PORT,
         snd_nxt: 5001,
         rcv_nxt: sa.seq.wrapping_add(1),
     };
@@ -760,6 +770,7 @@ fn listeners_have_their_own_buffer_sizes() {
                 backlog: 8,
                 rx_buf: 2048,
                 tx_buf: 2048,
+                serve_first: false,
             },
         )
         .unwrap();
@@ -771,6 +782,7 @@ fn listeners_have_their_own_buffer_sizes() {
                 backlog: 8,
                 rx_buf: 10,
                 tx_buf: 2048,
+                serve_first: false,
             },
         )
         .is_err());
@@ -861,4 +873,49 @@ fn syn_reopens_a_four_tuple_in_time_wait() {
     let mut c2 = c2;
     r.echo(&mut c2, b"again");
     assert_eq!(r.eng.app().accepted, 2);
+}
+
+/// A `serve_first` listener's flows are serviced before the others: with data for an
+/// ordinary flow and then for a serve_first flow in one receive batch, the serve_first
+/// flow's reply leaves first. Two ordinary flows in the same order answer in arrival
+/// order (the control).
+#[test]
+fn serve_first_flows_are_answered_first_within_a_batch() {
+    let mut r = Rig::new(8, |_| {});
+    r.eng
+        .listen_with(
+            8080,
+            ListenOptions {
+                backlog: 8,
+                rx_buf: 16 * 1024,
+                tx_buf: 16 * 1024,
+                serve_first: true,
+            },
+        )
+        .unwrap();
+    let p = r.peer;
+    let rounds = [
+        // Control: two ordinary flows answer in arrival order.
+        (r.connect(p, 41000, 1), r.connect(p, 41001, 1), false),
+        // An ordinary flow, then a serve_first one: the serve_first one answers first.
+        (
+            r.connect(p, 41002, 1),
+            r.connect_to(p, 41003, 8080, 1),
+            true,
+        ),
+    ];
+    for (a, b, b_first) in rounds {
+        for c in [&a, &b] {
+            r.send(c.peer.data(c.sport, c.dport, c.snd_nxt, c.rcv_nxt, b"ping"));
+        }
+        let got = r.pump();
+        let replies: Vec<u16> = got
+            .iter()
+            .filter(|g| !g.data.is_empty())
+            .map(|g| g.seg.dst.port)
+            .collect();
+        let want = if b_first { b.sport } else { a.sport };
+        assert_eq!(replies.len(), 2, "{got:?}");
+        assert_eq!(replies[0], want, "reply order {replies:?}");
+    }
 }
