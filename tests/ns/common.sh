@@ -13,6 +13,7 @@
 #   stack CMD...              ip netns exec NAME-stack CMD...
 #   ping_rtt HOST COUNT [MIN_RECEIVED] [ping args]   ping from the peer, sets PING_AVG (ms)
 #   echo_client MODE ARGS...  tests/ns/echo_client.py in the peer namespace
+#   nginx_start NS ADDR:PORT 'DIRECTIVES' [CPUS] / nginx_stop   nginx (1 worker) by PID
 #   fail MSG / pass MSG       end the test with a clear message
 #
 #   netns TB-stack                      netns TB-peer
@@ -169,6 +170,60 @@ ping_rtt() { # ping_rtt HOST COUNT [MIN_RECEIVED] [extra ping args...]
         printf '%s\n' "$out" | sed 's/^/  ping| /'
         return 1
     fi
+}
+
+NGINX_PID=""
+_NGINX_RUNS=0
+nginx_start() { # nginx_start NS ADDR:PORT 'SERVER DIRECTIVES' [taskset CPU list]
+    # nginx (1 worker) in namespace NS, listening on ADDR:PORT with the given directives
+    # inside its server block; stopped by PID on exit. Waits until a GET / from the peer
+    # namespace is answered (any status). Sets NGINX_PID.
+    local ns="$1" listen="$2" body="$3" cpus="${4:-}" d
+    _NGINX_RUNS=$((_NGINX_RUNS + 1))
+    d="$WORK/nginx.$_NGINX_RUNS"
+    mkdir -p "$d"
+    chmod 755 "$WORK" "$d" # its worker runs as an unprivileged user
+    cat >"$d/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    sendfile on;
+    keepalive_requests 100000000;
+    client_body_temp_path $d;
+    proxy_temp_path $d;
+    fastcgi_temp_path $d;
+    uwsgi_temp_path $d;
+    scgi_temp_path $d;
+    server {
+        listen $listen;
+        $body
+    }
+}
+CONF
+    local pin=()
+    [[ -n "$cpus" ]] && command -v taskset >/dev/null && pin=(taskset -c "$cpus")
+    (
+        trap - INT QUIT
+        exec ip netns exec "$ns" "${pin[@]}" nginx -c "$d/nginx.conf" >"$d/out.log" 2>&1
+    ) &
+    NGINX_PID=$!
+    on_exit "_c10m_reap $NGINX_PID"
+    if ! wait_for "peer curl -s -o /dev/null --max-time 1 http://$listen/ || ! alive $NGINX_PID" 10 ||
+        ! alive "$NGINX_PID"; then
+        cat "$d/out.log" "$d/error.log" 2>/dev/null | sed 's/^/  nginx| /' >&2
+        fail "nginx on $listen in $ns did not start"
+    fi
+    log "nginx ready (PID $NGINX_PID) on $listen in $ns"
+}
+
+nginx_stop() { # stop the nginx nginx_start started, by PID
+    [[ -n "$NGINX_PID" ]] || return 0
+    _c10m_reap "$NGINX_PID"
+    NGINX_PID=""
 }
 
 echo_client() { # echo_client MODE ARGS...  (runs in the peer namespace)

@@ -30,7 +30,6 @@ if command -v taskset >/dev/null && (($(nproc) >= 2)); then
     PIN_SERVER="taskset -c 0"
     PIN_CLIENT="taskset -c 1"
 fi
-NGINX_PID=""
 LG_N=0
 
 json() { # json FILE EXPR: a value from a loadgen --json file (EXPR in python, j = the object)
@@ -73,35 +72,9 @@ no_errors() { # no_errors NAME: the loadgen run NAME had requests and no error o
 c10m_start
 ip netns exec "$STACK_NS" ethtool -K "$STACK_IF" tx off tso off gso off >/dev/null
 
-mkdir -p "$WORK/nginx"
-cat >"$WORK/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    server {
-        listen $KERNEL_IP:80;
-        location / { return 200 "hello\n"; }
-    }
-}
-CONF
-(
-    trap - INT QUIT
-    # shellcheck disable=SC2086 # PIN_* and pcts split into words on purpose
-    exec ip netns exec "$STACK_NS" $PIN_SERVER nginx -c "$WORK/nginx.conf" -g "pid $WORK/nginx/nginx.pid;" >"$WORK/nginx/out.log" 2>&1
-) &
-NGINX_PID=$!
-on_exit "_c10m_reap $NGINX_PID"
-wait_for "peer curl -sf --max-time 1 http://$KERNEL_IP/ >/dev/null || ! alive $NGINX_PID" 10 || true
-got="$(peer curl -sf --max-time 5 "http://$KERNEL_IP/")" || {
-    cat "$WORK/nginx/out.log" "$WORK/nginx/error.log" 2>/dev/null | sed 's/^/  nginx| /'
-    fail "nginx on $KERNEL_IP:80 does not answer"
-}
+nginx_start "$STACK_NS" "$KERNEL_IP:80" 'location / { return 200 "hello\n"; }' "${PIN_SERVER#taskset -c }"
+got="$(peer curl -sf --max-time 5 "http://$KERNEL_IP/")" || fail "nginx on $KERNEL_IP:80 does not answer"
 [[ "$got" == hello ]] || fail "nginx answered '$got'"
-log "nginx ready (PID $NGINX_PID) on $KERNEL_IP:80"
 
 # --- (1) echo, closed loop, against c10m
 loadgen echo_closed --target "$C10M_IP:$ECHO_PORT" -c 10 --proto echo --size 100 -d 2 --warmup 0.5 ||

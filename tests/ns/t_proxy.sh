@@ -27,41 +27,14 @@ rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$C10M_PID/status"; }
 # --- backend 1: nginx in the peer namespace, serving $WWW
 WWW="$WORK/www"
 mkdir -p "$WWW"
-chmod 755 "$WORK" "$WWW" # nginx's workers run as an unprivileged user
+chmod 755 "$WWW" # nginx's worker runs as an unprivileged user
 printf 'index through the proxy\n' >"$WWW/index.html"
 log "writing a 1 GiB random file"
 head -c $((1 << 30)) /dev/urandom >"$WWW/big.bin"
 chmod 644 "$WWW"/*
 want_big="$(sha256sum <"$WWW/big.bin" | cut -d' ' -f1)"
 
-mkdir -p "$WORK/nginx"
-cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    sendfile on;
-    client_body_temp_path $WORK/nginx;
-    proxy_temp_path $WORK/nginx;
-    fastcgi_temp_path $WORK/nginx;
-    uwsgi_temp_path $WORK/nginx;
-    scgi_temp_path $WORK/nginx;
-    server {
-        listen $PEER_IP:80;
-        root $WWW;
-    }
-}
-EOF
-(exec ip netns exec "$PEER_NS" nginx -c "$WORK/nginx/nginx.conf" >"$WORK/nginx/out.log" 2>&1) &
-NGINX_PID=$!
-on_exit "kill -TERM $NGINX_PID 2>/dev/null; wait $NGINX_PID 2>/dev/null || true"
-wait_for "peer curl -sf --max-time 1 http://$PEER_IP/index.html >/dev/null" 10 || {
-    cat "$WORK/nginx/out.log" "$WORK/nginx/error.log" >&2 || true
-    fail "nginx did not start in the peer namespace"
-}
+nginx_start "$PEER_NS" "$PEER_IP:80" "root $WWW;"
 
 c10m_start --app proxy --port "$PORT" --backend "$PEER_IP:80"
 
@@ -97,8 +70,7 @@ reqs="$(awk '/requests in/ { print $1 }' <<<"$out")"
 echo "wrk -c50 3 s through the proxy: $reqs requests, no errors"
 
 # Backend gone: the client must see a reset quickly, not a hang.
-kill -TERM "$NGINX_PID"
-wait "$NGINX_PID" 2>/dev/null || true
+nginx_stop
 t0="$(date +%s%N)"
 rc=0
 peer curl -s --max-time 10 -o /dev/null "$URL/index.html" || rc=$?
