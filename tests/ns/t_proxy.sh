@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # t_proxy - the `proxy` app between real kernel clients and real kernel servers, both in
 # the peer namespace, relaying through c10m's AF_XDP stack:
-#   1. backend nginx: curl GET, two requests on one connection, a 1 GiB file compared by
-#      SHA-256 with c10m's memory bounded meanwhile, wrk -c50 with no errors; then nginx
-#      stops and a request through the proxy is reset promptly (not left hanging).
+#   1. backend nginx: curl GET (IPv4, and IPv6 to the proxy), two requests on one
+#      connection, a 1 GiB file compared by SHA-256 with c10m's memory bounded meanwhile,
+#      wrk -c50 with no errors; then nginx stops and a request through the proxy is reset
+#      promptly (not left hanging).
 #   2. backend kernel echo (tests/ns/kernel_echo.py): 64 MiB both ways at once (SHA-256),
 #      100 concurrent connections, and half-close (nc -N: the client's FIN travels to the
 #      backend, the echo and the backend's FIN come back).
@@ -41,6 +42,10 @@ c10m_start --app proxy --port "$PORT" --backend "$PEER_IP:80"
 got="$(peer curl -sf --max-time 10 "$URL/index.html")" || fail "curl GET through the proxy failed"
 [[ "$got" == "index through the proxy" ]] || fail "GET /index.html through the proxy returned '$got'"
 echo "curl GET through the proxy: nginx's file"
+got="$(peer curl -sf --max-time 10 -g "http://[$C10M_IP6]:$PORT/index.html")" ||
+    fail "curl over IPv6 to the proxy (IPv4 backend) failed"
+[[ "$got" == "index through the proxy" ]] || fail "GET over IPv6 through the proxy returned '$got'"
+echo "curl over IPv6 to the proxy, relayed to the IPv4 backend"
 
 out="$(peer curl -sv --max-time 10 -o /dev/null -o /dev/null "$URL/index.html" "$URL/index.html" 2>&1)"
 grep -Eqi 're-?using existing|reusing connection' <<<"$out" || {
