@@ -7,3 +7,4 @@
 pub mod flow_scale;
 pub mod frames;
 pub mod mem;
+pub mod net;

@@ -16,10 +16,10 @@
 //!
 //! Usage: epoll_echo --bind 198.18.0.3:7 [--reuseport] [--backlog 4096] [--max-seconds 600]
 
+use c10m_benches::net::tcp_listener;
 use clap::Parser;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use socket2::{Domain, Protocol, Socket, Type};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,19 +66,7 @@ struct Stats {
 }
 
 fn listener(a: &Args) -> io::Result<TcpListener> {
-    let s = Socket::new(
-        Domain::for_address(a.bind),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
-    s.set_reuse_address(true)?;
-    if a.reuseport {
-        s.set_reuse_port(true)?;
-    }
-    s.bind(&a.bind.into())?;
-    s.listen(a.backlog)?;
-    s.set_nonblocking(true)?;
-    Ok(TcpListener::from_std(s.into()))
+    tcp_listener(a.bind, a.backlog, a.reuseport).map(TcpListener::from_std)
 }
 
 /// Echo as much as the socket takes; returns Ok(false) when the connection is finished.

@@ -10,8 +10,8 @@
 //!
 //! Usage: thread_echo --bind 198.18.0.3:7 [--reuseport] [--backlog 4096] [--max-seconds 600]
 
+use c10m_benches::net::tcp_listener;
 use clap::Parser;
-use socket2::{Domain, Protocol, Socket, Type};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -52,20 +52,8 @@ struct Stats {
 }
 
 fn listener(a: &Args) -> io::Result<TcpListener> {
-    let s = Socket::new(
-        Domain::for_address(a.bind),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
-    s.set_reuse_address(true)?;
-    if a.reuseport {
-        s.set_reuse_port(true)?;
-    }
-    s.bind(&a.bind.into())?;
-    s.listen(a.backlog)?;
     // Non-blocking accept so the main thread notices SIGTERM and --max-seconds.
-    s.set_nonblocking(true)?;
-    Ok(s.into())
+    tcp_listener(a.bind, a.backlog, a.reuseport)
 }
 
 fn serve(mut s: TcpStream, st: &Stats) {
