@@ -181,30 +181,16 @@ fn run_echo(socks: Vec<TcpStream>, msg: usize, w: Window) -> io::Result<EchoResu
             r.errors += 1;
         }
     }
-    let mut events = Events::with_capacity(1024);
-    loop {
-        let now = Instant::now();
-        if now >= w.end {
-            break;
-        }
-        match poll.poll(&mut events, Some(w.end - now)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-        for ev in events.iter() {
-            let c = &mut conns[ev.token().0];
-            if c.dead {
-                continue;
-            }
-            if let Err(e) = echo_step(c, w, &mut r) {
-                eprintln!("lat_client: echo connection {}: {e}", ev.token().0);
-                c.dead = true;
-                r.errors += 1;
-                let _ = poll.registry().deregister(&mut c.sock);
-            }
-        }
-    }
+    let mut errors = 0;
+    drive(
+        &mut poll,
+        w.end,
+        &mut conns,
+        "echo connection",
+        &mut errors,
+        |c| echo_step(c, w, &mut r),
+    )?;
+    r.errors += errors;
     Ok(r)
 }
 
@@ -289,34 +275,76 @@ fn run_uploads(mut ups: Vec<Uploader>, w: Window) -> io::Result<UploadResult> {
             Interest::READABLE | Interest::WRITABLE,
         )?;
     }
-    let mut events = Events::with_capacity(256);
+    let mut errors = 0;
+    drive(&mut poll, w.end, &mut ups, "uploader", &mut errors, |u| {
+        upload_step(u, w, &mut r)
+    })?;
+    r.errors += errors;
+    Ok(r)
+}
+
+/// Nearest-rank percentile of sorted samples, in microseconds.
+/// A connection `drive` steps: its socket, and whether it failed.
+trait Stepped {
+    fn sock(&mut self) -> &mut TcpStream;
+    fn dead(&mut self) -> &mut bool;
+}
+
+impl Stepped for EchoConn {
+    fn sock(&mut self) -> &mut TcpStream {
+        &mut self.sock
+    }
+    fn dead(&mut self) -> &mut bool {
+        &mut self.dead
+    }
+}
+
+impl Stepped for Uploader {
+    fn sock(&mut self) -> &mut TcpStream {
+        &mut self.sock
+    }
+    fn dead(&mut self) -> &mut bool {
+        &mut self.dead
+    }
+}
+
+/// Run `step` on each connection `poll` reports ready (its token is its index) until
+/// `end`; a step that fails marks the connection dead, counts it in `errors` and
+/// deregisters it.
+fn drive<T: Stepped>(
+    poll: &mut Poll,
+    end: Instant,
+    conns: &mut [T],
+    what: &str,
+    errors: &mut u64,
+    mut step: impl FnMut(&mut T) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut events = Events::with_capacity(1024);
     loop {
         let now = Instant::now();
-        if now >= w.end {
-            break;
+        if now >= end {
+            return Ok(());
         }
-        match poll.poll(&mut events, Some(w.end - now)) {
+        match poll.poll(&mut events, Some(end - now)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
         for ev in events.iter() {
-            let u = &mut ups[ev.token().0];
-            if u.dead {
+            let c = &mut conns[ev.token().0];
+            if *c.dead() {
                 continue;
             }
-            if let Err(e) = upload_step(u, w, &mut r) {
-                eprintln!("lat_client: uploader {}: {e}", ev.token().0);
-                u.dead = true;
-                r.errors += 1;
-                let _ = poll.registry().deregister(&mut u.sock);
+            if let Err(e) = step(c) {
+                eprintln!("lat_client: {what} {}: {e}", ev.token().0);
+                *c.dead() = true;
+                *errors += 1;
+                let _ = poll.registry().deregister(c.sock());
             }
         }
     }
-    Ok(r)
 }
 
-/// Nearest-rank percentile of sorted samples, in microseconds.
 fn pct_us(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
