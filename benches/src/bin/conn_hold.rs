@@ -20,6 +20,7 @@
 //! Usage: conn_hold --target 198.18.0.2:7 --conns 5000 --src-range 198.19.0.1-198.19.0.8
 //!        [--rate 0] [--max-pending 512] [--hold-seconds 5] [--timeout 120] [--linger0]
 
+use c10m_benches::net::source_addrs;
 use clap::Parser;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -106,19 +107,6 @@ fn message(pid: u32, idx: usize, k: u8) -> [u8; 16] {
     h ^= h >> 29;
     m[9..16].copy_from_slice(&h.to_le_bytes()[..7]);
     m
-}
-
-fn parse_range(r: &str) -> Result<Vec<Ipv4Addr>, String> {
-    let (a, b) = r
-        .split_once('-')
-        .ok_or_else(|| format!("--src-range '{r}': write it like 198.19.0.1-198.19.0.40"))?;
-    let a: Ipv4Addr = a.trim().parse().map_err(|e| format!("'{a}': {e}"))?;
-    let b: Ipv4Addr = b.trim().parse().map_err(|e| format!("'{b}': {e}"))?;
-    let (a, b) = (u32::from(a), u32::from(b));
-    if b < a || b - a >= 1 << 20 {
-        return Err(format!("--src-range '{r}': empty or too large"));
-    }
-    Ok((a..=b).map(Ipv4Addr::from).collect())
 }
 
 fn unix_now() -> f64 {
@@ -282,19 +270,13 @@ fn pump(poll: &mut Poll, events: &mut Events, cl: &mut Client, timeout: Duration
 
 fn main() {
     let a = Args::parse();
-    let mut srcs = a.src.clone();
-    if let Some(r) = &a.src_range {
-        match parse_range(r) {
-            Ok(v) => srcs.extend(v),
-            Err(e) => {
-                eprintln!("conn_hold: {e}");
-                std::process::exit(2);
-            }
+    let srcs = match source_addrs(&a.src, a.src_range.as_deref()) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("conn_hold: {e}");
+            std::process::exit(2);
         }
-    }
-    if srcs.is_empty() {
-        srcs.push(Ipv4Addr::UNSPECIFIED);
-    }
+    };
     let release = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, release.clone())
         .expect("signal handler");

@@ -16,6 +16,7 @@
 //!
 //! Usage: conn_rate --target 198.18.0.2:7 --seconds 5 --parallel 64 --src-range 198.19.0.1-198.19.0.8
 
+use c10m_benches::net::source_addrs;
 use clap::Parser;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -87,19 +88,6 @@ impl Counts {
     fn failed(&self) -> u64 {
         self.connect_err + self.closed + self.mismatch + self.timeouts
     }
-}
-
-fn parse_range(r: &str) -> Result<Vec<Ipv4Addr>, String> {
-    let (a, b) = r
-        .split_once('-')
-        .ok_or_else(|| format!("--src-range '{r}': write it like 198.19.0.1-198.19.0.40"))?;
-    let a: Ipv4Addr = a.trim().parse().map_err(|e| format!("'{a}': {e}"))?;
-    let b: Ipv4Addr = b.trim().parse().map_err(|e| format!("'{b}': {e}"))?;
-    let (a, b) = (u32::from(a), u32::from(b));
-    if b < a || b - a >= 1 << 20 {
-        return Err(format!("--src-range '{r}': empty or too large"));
-    }
-    Ok((a..=b).map(Ipv4Addr::from).collect())
 }
 
 fn open_one(src: Ipv4Addr, target: SocketAddrV4, graceful: bool) -> io::Result<TcpStream> {
@@ -175,19 +163,13 @@ fn drive(c: &mut Slot) -> Outcome {
 
 fn main() {
     let a = Args::parse();
-    let mut srcs = a.src.clone();
-    if let Some(r) = &a.src_range {
-        match parse_range(r) {
-            Ok(v) => srcs.extend(v),
-            Err(e) => {
-                eprintln!("conn_rate: {e}");
-                std::process::exit(2);
-            }
+    let srcs = match source_addrs(&a.src, a.src_range.as_deref()) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("conn_rate: {e}");
+            std::process::exit(2);
         }
-    }
-    if srcs.is_empty() {
-        srcs.push(Ipv4Addr::UNSPECIFIED);
-    }
+    };
     let parallel = a.parallel.max(1);
     let mut poll = Poll::new().expect("epoll_create");
     let mut events = Events::with_capacity(1024);
