@@ -38,12 +38,23 @@ impl FourTuple {
 /// field by field. This key hashes as one `u64` and one `u32`, and a table entry with a
 /// `u32` value is 16 bytes, four to a cache line, which matters once the table outgrows
 /// the caches (every segment starts with this lookup).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Ipv4Key {
     local: u32,
     remote: u32,
     /// Local port in the high half, remote port in the low half.
     ports: u32,
+}
+
+impl Ipv4Key {
+    /// The key as two words, for the flow table's own hash.
+    #[inline]
+    pub(crate) fn words(&self) -> (u64, u64) {
+        (
+            (self.remote as u64) << 32 | self.ports as u64,
+            self.local as u64,
+        )
+    }
 }
 
 impl Hash for Ipv4Key {
