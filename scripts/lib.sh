@@ -11,6 +11,10 @@
 #             repo_root               absolute path of the repository
 #             nginx_conf DIR LISTEN 'DIRECTIVES'   write DIR/nginx.conf: one worker, keep-alive,
 #                                     no access log, DIRECTIVES inside its server block
+#             text_file FILE BYTES    deterministic compressible text (gzip ~3x)
+#             busy_pct SECONDS        whole-machine busy CPU % over SECONDS (/proc/stat)
+#             wait_quiet              benches: wait (at most $QUIET_WAIT_S) until the machine
+#                                     is < $QUIET_PCT % busy over 1 s; sets BG_PCT
 # Prereqs:  bash >= 4, coreutils.
 # Usage:    source "$(dirname "$0")/lib.sh"   (callers use `set -euo pipefail`)
 #           on_exit "ip netns del foo-stack"
@@ -148,4 +152,35 @@ text_file() { # text_file FILE BYTES: deterministic compressible text (random wo
             line = line (line == "" ? "" : " ") word
         }
     }' >"$1"
+}
+
+# busy_pct SECONDS: whole-machine busy CPU % over SECONDS (from /proc/stat)
+busy_pct() {
+    local a b
+    a="$(head -1 /proc/stat)"
+    sleep "$1"
+    b="$(head -1 /proc/stat)"
+    awk -v a="$a" -v b="$b" 'BEGIN {
+        n = split(a, x); split(b, y); tot = 0
+        for (i = 2; i <= n; i++) tot += y[i] - x[i]
+        idle = (y[5] - x[5]) + (y[6] - x[6])
+        printf "%.0f", (tot > 0 ? 100 * (tot - idle) / tot : 0) }'
+}
+
+# wait_quiet: before each case, wait (at most QUIET_WAIT_S) until the machine is idle
+# (busy < QUIET_PCT over 1 s): other jobs on a 2-core machine distort every figure. Sets
+# BG_PCT to the last background reading (recorded with the case).
+QUIET_PCT=${QUIET_PCT:-10}
+QUIET_WAIT_S=${BENCH_QUIET_WAIT_S:-90}
+BG_PCT=0
+wait_quiet() {
+    local deadline=$((SECONDS + QUIET_WAIT_S))
+    while true; do
+        BG_PCT="$(busy_pct 1)"
+        ((BG_PCT < QUIET_PCT)) && return 0
+        if ((SECONDS >= deadline)); then
+            warn "machine still ${BG_PCT}% busy after ${QUIET_WAIT_S} s of waiting: measuring anyway (recorded)"
+            return 0
+        fi
+    done
 }
