@@ -100,9 +100,10 @@ f="$WORK/echo_closed.json"
 echo "(1) echo closed loop vs c10m: $(json "$f" 'j["requests"]') requests, $(json "$f" 'round(j["requests_per_sec"])') req/s, p50 $(json "$f" 'j["latency_us"]["p50"]') us, mismatches $(json "$f" 'j["errors"]["mismatch"]')"
 
 # --- (2) HTTP GET, closed loop, against nginx; then wrk against the same nginx.
-# Without c10m: its XDP program on TB-s puts every frame to nginx through veth's NAPI
-# path, whose softirq work then competes with the spinning loadgen on CPU 1 (ms stalls
-# that wrk, idle most of the time, does not meet): the comparison would measure that.
+# Without c10m: with it running, loadgen's gzip run here had ms tails (p90 8.9 ms, p50
+# 0.8 ms; 0.50x wrk) that bench-loadgen, without c10m, never shows. Likely cause: its
+# XDP program on TB-s sends every frame to nginx through veth's NAPI path, whose softirq
+# work then competes with the spinning loadgen on CPU 1 (wrk's CPU is mostly idle).
 c10m_stop || fail "c10m exited non-zero"
 WRK_RPS="" WRK_P50="" WRK_BPR=""
 wrk_run() { # wrk_run SECONDS CONNS URL [wrk args]: no errors; sets WRK_RPS, WRK_P50 (us), WRK_BPR
