@@ -9,6 +9,12 @@
 #             unique_name PREFIX      PREFIX + 4 random hex digits (<= 8 chars total)
 #             wait_for CMD TIMEOUT_S  re-evaluate CMD every 0.1 s until it succeeds
 #             repo_root               absolute path of the repository
+#             nginx_conf DIR LISTEN 'DIRECTIVES'   write DIR/nginx.conf: one worker, keep-alive,
+#                                     no access log, DIRECTIVES inside its server block
+#             text_file FILE BYTES    deterministic compressible text (gzip ~3x)
+#             busy_pct SECONDS        whole-machine busy CPU % over SECONDS (/proc/stat)
+#             wait_quiet              benches: wait (at most $QUIET_WAIT_S) until the machine
+#                                     is < $QUIET_PCT % busy over 1 s; sets BG_PCT
 # Prereqs:  bash >= 4, coreutils.
 # Usage:    source "$(dirname "$0")/lib.sh"   (callers use `set -euo pipefail`)
 #           on_exit "ip netns del foo-stack"
@@ -102,4 +108,79 @@ wait_for() { # wait_for 'CMD' TIMEOUT_S   (CMD is eval'ed; 0 on success, 1 on ti
 now_s() { date +%s.%N; }
 elapsed_s() { # elapsed_s START  -> seconds since START (from now_s), 1 decimal
     awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'
+}
+
+nginx_conf() { # nginx_conf DIR LISTEN 'SERVER DIRECTIVES'  ->  DIR/nginx.conf
+    # One worker in the foreground (daemon off: its PID is the one started), keep-alive
+    # without a request limit, no access log, every temp path and the pid file in DIR.
+    # DIR must be readable by nginx's unprivileged worker user.
+    local d="$1" listen="$2" body="$3"
+    cat >"$d/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    sendfile on;
+    keepalive_requests 100000000;
+    client_body_temp_path $d;
+    proxy_temp_path $d;
+    fastcgi_temp_path $d;
+    uwsgi_temp_path $d;
+    scgi_temp_path $d;
+    server {
+        listen $listen;
+        $body
+    }
+}
+CONF
+}
+
+text_file() { # text_file FILE BYTES: deterministic compressible text (random words, ~3x gzip)
+    awk -v n="$2" 'BEGIN {
+        split("the of and to in is that for it as with was on be by at this are from or an " \
+            "which not have but all were when there can more if has will one their its about " \
+            "kernel bypass packet socket queue ring frame buffer stack server client request " \
+            "reply latency connection window segment checksum offload engine poll timer flow " \
+            "memory page cache core thread batch driver header payload route neighbour table", w, " ")
+        srand(1); out = 0; line = ""
+        while (out < n) {
+            word = w[int(rand() * length(w)) + 1]
+            if (length(line) + length(word) + 1 > 72) { line = line "\n"; printf "%s", substr(line, 1, n - out); out += length(line); line = "" }
+            line = line (line == "" ? "" : " ") word
+        }
+    }' >"$1"
+}
+
+# busy_pct SECONDS: whole-machine busy CPU % over SECONDS (from /proc/stat)
+busy_pct() {
+    local a b
+    a="$(head -1 /proc/stat)"
+    sleep "$1"
+    b="$(head -1 /proc/stat)"
+    awk -v a="$a" -v b="$b" 'BEGIN {
+        n = split(a, x); split(b, y); tot = 0
+        for (i = 2; i <= n; i++) tot += y[i] - x[i]
+        idle = (y[5] - x[5]) + (y[6] - x[6])
+        printf "%.0f", (tot > 0 ? 100 * (tot - idle) / tot : 0) }'
+}
+
+# wait_quiet: before each case, wait (at most QUIET_WAIT_S) until the machine is idle
+# (busy < QUIET_PCT over 1 s): other jobs on a 2-core machine distort every figure. Sets
+# BG_PCT to the last background reading (recorded with the case).
+QUIET_PCT=${QUIET_PCT:-10}
+QUIET_WAIT_S=${BENCH_QUIET_WAIT_S:-90}
+BG_PCT=0
+wait_quiet() {
+    local deadline=$((SECONDS + QUIET_WAIT_S))
+    while true; do
+        BG_PCT="$(busy_pct 1)"
+        ((BG_PCT < QUIET_PCT)) && return 0
+        if ((SECONDS >= deadline)); then
+            warn "machine still ${BG_PCT}% busy after ${QUIET_WAIT_S} s of waiting: measuring anyway (recorded)"
+            return 0
+        fi
+    done
 }

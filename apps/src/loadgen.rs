@@ -10,6 +10,14 @@
 //!   that waits because its connection is still busy with the previous reply carries that
 //!   wait in its latency.
 //!
+//! The load starts when all C connections are open, as wrk's does (it connects them all
+//! before its event loop sends the first request): a server that accepts one connection
+//! per event-loop iteration (nginx without `multi_accept`) and is already busy with the
+//! first connections' requests would otherwise leave the later ones in its accept queue,
+//! past the timeout, and each reopened connection at the back of the queue again. A
+//! connection still not open `timeout` after the connect phase should have ended does
+//! not hold the others back longer.
+//!
 //! Request templates ([`Proto`]): echo (N bytes, the reply compared byte for byte), HTTP
 //! GET (status line, Content-Length or chunked body, keep-alive; non-2xx counted) and
 //! RESP GET / SET (one reply parsed; `-ERR` counted like a non-2xx). Latencies go to an
@@ -598,6 +606,9 @@ pub struct Loadgen {
     /// Requests completed outside the measurement window (warm-up).
     warmup_requests: u64,
     last_connect_error: Option<String>,
+    /// Requests flow (every connection was open once, or `start_deadline` passed).
+    started: bool,
+    start_deadline: u64,
 }
 
 impl Loadgen {
@@ -643,6 +654,8 @@ impl Loadgen {
             open_conns: 0,
             warmup_requests: 0,
             last_connect_error: None,
+            started: false,
+            start_deadline: u64::MAX,
             cfg,
         }
     }
@@ -662,10 +675,16 @@ impl Loadgen {
     }
 
     /// Start at `now`: every slot is due for a connection; the measurement window is
-    /// [now + warmup, now + warmup + duration).
+    /// [now + warmup, now + warmup + duration). Requests start when all connections are
+    /// open, or `timeout` after the connect phase should have ended.
     fn begin(&mut self, now: u64) {
         self.warm_end = now + self.cfg.warmup.as_micros() as u64;
         self.end = self.warm_end + self.cfg.duration.as_micros() as u64;
+        let connect_phase = self
+            .cfg
+            .connect_rate
+            .map_or(0.0, |r| self.cfg.connections as f64 * 1e6 / r);
+        self.start_deadline = now + connect_phase as u64 + self.cfg.timeout.as_micros() as u64;
         for i in 0..self.slots.len() {
             self.to_connect.push(Reverse((now, i as u32)));
         }
@@ -733,29 +752,63 @@ impl Loadgen {
         sl.parser.reset();
     }
 
-    /// Send the slot's next request now, or schedule it (open loop).
-    fn next_request(&mut self, c: &mut Conn<'_, Self>, s: usize) {
-        let now = self.clock.now_us();
-        let interval = self.interval();
-        let sl = &mut self.slots[s];
-        if self.stopping || sl.outstanding || sl.waiting || sl.phase != Phase::Open {
-            return;
-        }
-        let due = match interval {
+    /// When the slot's next request is due: now (closed loop) or its place in the
+    /// schedule (open loop; the slot's schedule starts at its first request).
+    fn due(&mut self, s: usize, now: u64) -> u64 {
+        match self.interval() {
             None => now,
             Some(iv) => {
                 let stagger = s as f64 * iv / self.cfg.connections as f64;
+                let sl = &mut self.slots[s];
                 let origin = *sl.origin.get_or_insert(now as f64 + stagger);
                 (origin + sl.k as f64 * iv) as u64
             }
-        };
+        }
+    }
+
+    /// Whether the slot may start a request: the load started, the slot is open and idle.
+    fn ready(&self, s: usize) -> bool {
+        let sl = &self.slots[s];
+        self.started && !self.stopping && !sl.outstanding && !sl.waiting && sl.phase == Phase::Open
+    }
+
+    /// Queue the slot's next request for `due` (the driver sends it then).
+    fn schedule(&mut self, s: usize, due: u64) {
+        let sl = &mut self.slots[s];
+        sl.waiting = true;
+        self.scheduled.push(Reverse((due, s as u32, sl.epoch)));
+    }
+
+    /// Send the slot's next request now, or schedule it (open loop).
+    fn next_request(&mut self, c: &mut Conn<'_, Self>, s: usize) {
+        if !self.ready(s) {
+            return;
+        }
+        let now = self.clock.now_us();
+        let due = self.due(s, now);
         if due > now {
-            sl.waiting = true;
-            self.scheduled.push(Reverse((due, s as u32, sl.epoch)));
+            self.schedule(s, due);
             return;
         }
         self.start_request(s, due);
         self.push(c, s);
+    }
+
+    /// Start the load once every connection is open (or at `start_deadline`): each open
+    /// slot's first request is scheduled; the driver sends it. True when it started now.
+    fn start_load(&mut self, now: u64) -> bool {
+        if self.started || (self.open_conns < self.slots.len() as u64 && now < self.start_deadline)
+        {
+            return false;
+        }
+        self.started = true;
+        for s in 0..self.slots.len() {
+            if self.ready(s) {
+                let due = self.due(s, now);
+                self.schedule(s, due);
+            }
+        }
+        true
     }
 
     /// Queue as much of the outstanding request as fits.
@@ -1003,6 +1056,7 @@ impl Driver {
     pub fn step<L: Link>(&mut self, e: &mut Engine<L, Loadgen>, now: u64) -> bool {
         let t = Instant::from_micros(now as i64);
         let mut work = self.connects(e, now, t);
+        work |= e.app_mut().start_load(now);
         work |= self.sends(e, now, t);
         if now >= self.next_scan {
             self.next_scan = now + TIMEOUT_SCAN_US;
@@ -1647,6 +1701,50 @@ mod tests {
             assert!(r.requests > 50, "{}", r.text());
             no_errors(&r);
         }
+    }
+
+    /// Echo that notes how many connections it had accepted when the first bytes came.
+    #[derive(Default)]
+    struct AcceptLog {
+        accepted: u64,
+        accepted_at_first_data: Option<u64>,
+    }
+
+    impl App for AcceptLog {
+        type ConnState = ();
+        type Done = ();
+        fn on_accept(&mut self, _c: &mut Conn<'_, Self>) -> bool {
+            self.accepted += 1;
+            true
+        }
+        fn on_data(&mut self, c: &mut Conn<'_, Self>, data: &[u8]) -> usize {
+            self.accepted_at_first_data.get_or_insert(self.accepted);
+            c.send(data)
+        }
+    }
+
+    #[test]
+    fn requests_start_when_every_connection_is_open() {
+        // As wrk does: a server that accepts one connection per event-loop iteration
+        // (nginx's default) and is busy with the first connections' requests must not
+        // leave the later connections in its accept queue (past the timeout, then
+        // reopened to the back of the queue: starved for the whole run).
+        let mut cfg = config(Proto::Echo { size: 64 }, 7);
+        cfg.connections = 16;
+        let (r, s) = load(AcceptLog::default(), 7, cfg.clone());
+        no_errors(&r);
+        assert!(r.requests > 100, "{}", r.text());
+        assert_eq!(s.app().accepted_at_first_data, Some(16));
+        // Open loop: the same, and the schedule starts then.
+        cfg.rate = Some(2000.0);
+        let (r, s) = load(AcceptLog::default(), 7, cfg);
+        no_errors(&r);
+        assert_eq!(s.app().accepted_at_first_data, Some(16));
+        assert!(
+            (r.requests_per_sec() - 2000.0).abs() < 100.0,
+            "{}",
+            r.text()
+        );
     }
 
     #[test]

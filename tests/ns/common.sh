@@ -183,27 +183,7 @@ nginx_start() { # nginx_start NS ADDR:PORT 'SERVER DIRECTIVES' [taskset CPU list
     d="$WORK/nginx.$_NGINX_RUNS"
     mkdir -p "$d"
     chmod 755 "$WORK" "$d" # its worker runs as an unprivileged user
-    cat >"$d/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    sendfile on;
-    keepalive_requests 100000000;
-    client_body_temp_path $d;
-    proxy_temp_path $d;
-    fastcgi_temp_path $d;
-    uwsgi_temp_path $d;
-    scgi_temp_path $d;
-    server {
-        listen $listen;
-        $body
-    }
-}
-CONF
+    nginx_conf "$d" "$listen" "$body"
     local pin=()
     [[ -n "$cpus" ]] && command -v taskset >/dev/null && pin=(taskset -c "$cpus")
     (
