@@ -51,6 +51,8 @@ counters! {
     offload_results, offload_results_dropped,
     /// Callbacks that exceeded the engine's callback budget.
     slow_callbacks,
+    /// Polls that exceeded it (each turns callback timing on for the next polls).
+    slow_polls,
     internal_errors,
 }
 

@@ -357,16 +357,21 @@ impl App for Sleepy {
     }
 }
 
-#[test]
-fn slow_callbacks_are_counted() {
+/// Upload 64 KiB to a `Sleepy` server (many slow polls); `time` is called with the server and each of its
+/// polls' wall time. Returns the server's (slow_polls, slow_callbacks).
+fn sleepy_upload(
+    setup: impl FnOnce(&mut Engine<MemLink, Sleepy>),
+    mut time: impl FnMut(&mut Engine<MemLink, Sleepy>, std::time::Duration),
+) -> (u64, u64) {
     let (la, lb) = MemLink::pair();
     let mut s = Engine::new(lb, cfg(2), Sleepy, Instant::from_millis(0));
     s.set_callback_budget(Some(std::time::Duration::from_millis(1)));
+    setup(&mut s);
     s.listen(9, 8).unwrap();
     let mut c = Engine::new(
         la,
         cfg(1),
-        Uploader::new(body(3000)),
+        Uploader::new(body(64 * 1024)),
         Instant::from_millis(0),
     );
     c.connect(
@@ -375,8 +380,37 @@ fn slow_callbacks_are_counted() {
     )
     .unwrap();
     let mut t = 0;
-    run(&mut c, &mut s, &mut t, i64::MAX, |c, _| {
-        c.app().closed.is_some()
-    });
-    assert!(s.stats().slow_callbacks >= 1);
+    while t < 60_000 && c.app().closed.is_none() {
+        for _ in 0..8 {
+            c.poll(Instant::from_millis(t));
+            let t0 = std::time::Instant::now();
+            s.poll(Instant::from_millis(t));
+            time(&mut s, t0.elapsed());
+        }
+        t += 1;
+    }
+    assert!(c.app().closed.is_some(), "upload did not finish");
+    let st = s.stats();
+    (st.slow_polls, st.slow_callbacks)
+}
+
+#[test]
+fn slow_callbacks_are_counted_when_every_callback_is_timed() {
+    let (polls, cbs) = sleepy_upload(|s| s.time_every_callback(true), |_, _| {});
+    assert_eq!(polls, 0, "no poll time was reported");
+    assert!(cbs >= 1, "slow_callbacks={cbs}");
+}
+
+#[test]
+fn a_slow_poll_turns_callback_timing_on() {
+    // Without poll times (and without `time_every_callback`) callbacks are not timed.
+    let (polls, cbs) = sleepy_upload(|_| {}, |_, _| {});
+    assert_eq!((polls, cbs), (0, 0));
+    // With them, the first slow poll is counted, and the callback of a later one is named.
+    let (polls, cbs) = sleepy_upload(|_| {}, |s, took| s.report_poll_time(took));
+    assert!(polls >= 2, "slow_polls={polls}");
+    assert!(
+        cbs >= 1 && cbs < polls,
+        "slow_callbacks={cbs} slow_polls={polls}"
+    );
 }
