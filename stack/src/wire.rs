@@ -47,6 +47,22 @@ pub struct Ipv4Key {
 }
 
 impl Ipv4Key {
+    /// The key as three words (local address, remote address, ports), as the flow table
+    /// stores it.
+    #[inline]
+    pub(crate) fn parts(&self) -> [u32; 3] {
+        [self.local, self.remote, self.ports]
+    }
+
+    #[inline]
+    pub(crate) fn from_parts([local, remote, ports]: [u32; 3]) -> Ipv4Key {
+        Ipv4Key {
+            local,
+            remote,
+            ports,
+        }
+    }
+
     /// The key as two words, for the flow table's own hash.
     #[inline]
     pub(crate) fn words(&self) -> (u64, u64) {
