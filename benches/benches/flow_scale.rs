@@ -249,6 +249,10 @@ fn main() {
             let st = engine.get_or_insert_with(|| {
                 measured_setup("engine", n, || {
                     let mut b = EchoBench::new(n);
+                    println!(
+                        "engine: flows={n} setup_worst_poll_us={:.0}",
+                        b.setup_worst_poll.as_secs_f64() * 1e6
+                    );
                     // Untimed warm pass: (most) flows have carried a segment, so buffers
                     // are touched and each flow has its RTO armed, as under load.
                     b.run(n.max(CHUNK) as u64, |_, _| {});

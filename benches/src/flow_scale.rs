@@ -161,6 +161,9 @@ pub struct EchoBench {
     /// Segments per `poll` (distinct random flows each): 1 measures one segment's latency
     /// through the loop; more is a loaded engine's receive batch (its lookups overlap).
     pub batch: usize,
+    /// The longest `poll` while the flows were established (each carries up to a receive
+    /// batch of SYNs or ACKs): where growing tables would stall the loop.
+    pub setup_worst_poll: Duration,
 }
 
 impl EchoBench {
@@ -187,6 +190,7 @@ impl EchoBench {
 
         let mut flows = vec![PeerFlow::default(); n];
         let mut buf = Vec::new();
+        let mut worst_poll = Duration::ZERO;
         let mut start = 0usize;
         while start < n {
             let end = (start + HANDSHAKE_BATCH).min(n);
@@ -209,7 +213,7 @@ impl EchoBench {
                 );
                 engine.link().inject(std::mem::take(&mut buf));
             }
-            poll_until_drained(&mut engine, now);
+            worst_poll = worst_poll.max(poll_until_drained(&mut engine, now));
             let synacks = engine.link().drain_sent();
             assert_eq!(synacks.len(), end - start, "one SYN-ACK per SYN");
             for f in &synacks {
@@ -242,7 +246,7 @@ impl EchoBench {
                 );
                 engine.link().inject(std::mem::take(&mut buf));
             }
-            poll_until_drained(&mut engine, now);
+            worst_poll = worst_poll.max(poll_until_drained(&mut engine, now));
             let extra = engine.link().drain_sent();
             assert!(extra.is_empty(), "the final ACK needs no answer");
             start = end;
@@ -262,6 +266,7 @@ impl EchoBench {
             spare: Vec::new(),
             segments: 0,
             batch: 1,
+            setup_worst_poll: worst_poll,
         }
     }
 
@@ -383,12 +388,20 @@ impl EchoBench {
     }
 }
 
-fn poll_until_drained(engine: &mut Engine<MemLink, Echo>, now: Instant) {
-    while engine.link().rx_pending() > 0 {
+/// Poll until the link's receive queue is empty; returns the longest single `poll`.
+fn poll_until_drained(engine: &mut Engine<MemLink, Echo>, now: Instant) -> Duration {
+    let mut worst = Duration::ZERO;
+    let mut timed = |engine: &mut Engine<MemLink, Echo>| {
+        let t0 = std::time::Instant::now();
         engine.poll(now);
+        worst = worst.max(t0.elapsed());
+    };
+    while engine.link().rx_pending() > 0 {
+        timed(engine);
     }
     // One more for egress that became due while the last batch was handled.
-    engine.poll(now);
+    timed(engine);
+    worst
 }
 
 type FxBuild = BuildHasherDefault<rustc_hash::FxHasher>;
